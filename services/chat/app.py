@@ -1,0 +1,57 @@
+"""The chat service: rooms with history, resume and scrollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.kit.app import build_app
+from services.kit.backplane import Backplane
+from services.kit.connection import Connection
+from services.kit.protocol import (
+    ClientFrame,
+    ErrorCode,
+    ProtocolError,
+    encode,
+    msg_frame,
+    require_channel,
+)
+from services.kit.service import ServiceContext, ServiceSpec
+from services.kit.settings import Settings
+
+from .rooms import ChatRooms
+
+__all__ = ["create_app"]
+
+MAX_HISTORY_PAGE = 100
+
+
+async def op_history(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    """Scrollback: a page of publications older than ``before`` (default: the newest)."""
+    channel = require_channel(frame)
+    before = frame.body.get("before")
+    limit = frame.body.get("limit", 50)
+    if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "before must be an integer offset", frame.id)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_HISTORY_PAGE:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"limit must be 1-{MAX_HISTORY_PAGE}", frame.id
+        )
+    page = await ctx.hub.history(channel, before, limit)
+    head = {"op": "history", "id": frame.id, "ch": channel, "epoch": page.epoch, "top": page.top}
+    items = b",".join(msg_frame(channel, p.offset, p.data) for p in page.publications)
+    conn.send(encode(head)[:-1] + b',"publications":[' + items + b"]}", "history")
+
+
+SPEC = ServiceSpec(
+    name="chat",
+    policy=ChatRooms(),
+    ops={"history": op_history},
+    static_dir=Path(__file__).parent / "static",
+    serves_landing=True,
+)
+
+
+def create_app(settings: Settings, backplane: Backplane | None = None) -> web.Application:
+    return build_app(settings, SPEC, backplane)

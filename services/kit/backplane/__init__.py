@@ -1,0 +1,29 @@
+"""Backplanes, chosen by URL: ``memory://`` (one process) or ``redis://host:port/db``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .base import Backplane, BackplaneUnavailable, Publication, ReadResult
+from .memory import MemoryBackplane, MemoryBroker
+from .redis import RedisBackplane
+
+__all__ = [
+    "Backplane",
+    "BackplaneUnavailable",
+    "MemoryBackplane",
+    "MemoryBroker",
+    "Publication",
+    "ReadResult",
+    "RedisBackplane",
+    "open_backplane",
+]
+
+
+def open_backplane(url: str, history_size: int, history_ttl: float) -> Backplane:
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryBackplane(history_size=history_size)
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisBackplane(url, history_size=history_size, history_ttl=history_ttl)
+    raise ValueError(f"unsupported backplane URL {url!r}: use memory:// or redis://host:port/db")

@@ -1,0 +1,133 @@
+"""In-memory backplane for one process: unit tests and single-process runs.
+
+Same semantics as the Redis backplane (epochs, gapless offsets, a bounded window),
+so the contract tests run unchanged against both.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .base import Backplane, Publication, ReadResult
+
+__all__ = ["MemoryBackplane", "MemoryBroker"]
+
+
+@dataclass
+class _Stream:
+    epoch: str = field(default_factory=lambda: secrets.token_hex(4))
+    top: int = 0
+    entries: deque[Publication] = field(default_factory=deque)
+
+
+class MemoryBroker:
+    """The shared state; one per process by default. Several :class:`MemoryBackplane`
+    views of one broker behave like replicas sharing one Redis."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, _Stream] = {}
+        self.listeners: dict[str, set[MemoryBackplane]] = {}
+        self.presence: dict[str, dict[str, float]] = {}
+
+
+_PROCESS_BROKER = MemoryBroker()
+
+
+class MemoryBackplane(Backplane):
+    def __init__(self, broker: MemoryBroker | None = None, history_size: int = 1000) -> None:
+        super().__init__()
+        self._broker = _PROCESS_BROKER if broker is None else broker
+        self._history_size = history_size
+        self._streams = self._broker.streams
+        self._presence = self._broker.presence
+
+    def _stream(self, channel: str) -> _Stream:
+        stream = self._streams.get(channel)
+        if stream is None:
+            stream = self._streams[channel] = _Stream()
+        return stream
+
+    def _result(self, stream: _Stream, publications: list[Publication]) -> ReadResult:
+        first = stream.entries[0].offset if stream.entries else stream.top + 1
+        return ReadResult(stream.epoch, stream.top, first, publications)
+
+    async def publish(self, channel: str, data: bytes) -> tuple[str, int]:
+        stream = self._stream(channel)
+        stream.top += 1
+        publication = Publication(stream.top, data)
+        stream.entries.append(publication)
+        while len(stream.entries) > self._history_size:
+            stream.entries.popleft()
+        for listener in list(self._broker.listeners.get(channel, ())):
+            listener._deliver(channel, stream.epoch, publication)
+        return stream.epoch, stream.top
+
+    async def read(self, channel: str, after: int, limit: int) -> ReadResult:
+        stream = self._stream(channel)
+        picked = [p for p in stream.entries if p.offset > after][:limit]
+        return self._result(stream, picked)
+
+    async def read_latest(self, channel: str, limit: int) -> ReadResult:
+        stream = self._stream(channel)
+        picked = list(stream.entries)[-limit:] if limit > 0 else []
+        return self._result(stream, picked)
+
+    async def read_before(self, channel: str, before: int, limit: int) -> ReadResult:
+        stream = self._stream(channel)
+        older = [p for p in stream.entries if p.offset < before]
+        return self._result(stream, older[-limit:] if limit > 0 else [])
+
+    async def listen(self, channel: str) -> None:
+        self._broker.listeners.setdefault(channel, set()).add(self)
+
+    async def unlisten(self, channel: str) -> None:
+        listeners = self._broker.listeners.get(channel)
+        if listeners is not None:
+            listeners.discard(self)
+            if not listeners:
+                del self._broker.listeners[channel]
+
+    def drop_stream(self, channel: str) -> None:
+        """Forget a channel's stream, as Redis does when it loses its data (tests)."""
+        self._streams.pop(channel, None)
+
+    def _live_members(self, key: str) -> dict[str, float]:
+        now = time.monotonic()
+        members = self._presence.get(key, {})
+        for member in [m for m, expiry in members.items() if expiry <= now]:
+            del members[member]
+        return members
+
+    async def presence_add(self, key: str, member: str, ttl: float) -> bool:
+        members = self._live_members(key)
+        was_empty = not members
+        members[member] = time.monotonic() + ttl
+        self._presence[key] = members
+        return was_empty
+
+    async def presence_remove(self, key: str, member: str) -> bool:
+        members = self._live_members(key)
+        if members.pop(member, None) is None:
+            return False
+        return not members
+
+    async def presence_refresh(self, entries: Iterable[tuple[str, str]], ttl: float) -> None:
+        expiry = time.monotonic() + ttl
+        for key, member in entries:
+            members = self._live_members(key)
+            if member in members:
+                members[member] = expiry
+
+    async def presence_present(self, keys: Iterable[str]) -> dict[str, bool]:
+        return {key: bool(self._live_members(key)) for key in keys}
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for channel in [c for c, ls in self._broker.listeners.items() if self in ls]:
+            await self.unlisten(channel)

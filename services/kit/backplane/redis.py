@@ -1,0 +1,293 @@
+"""Redis backplane: one stream per channel, pub/sub for live delivery, ZSETs for presence.
+
+Keys per channel ``c`` (the ``{c}`` hash tag keeps them on one cluster slot):
+``wwws:{c}:m`` hash (epoch, top offset), ``wwws:{c}:s`` stream with entry ids ``<offset>-0``,
+and pub/sub channel ``wwws:{c}:p``. Publishing is one Lua script (offset, append, trim,
+expire, publish), so offsets are gapless and every replica sees them in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .base import Backplane, BackplaneUnavailable, Publication, ReadResult
+
+__all__ = ["RedisBackplane"]
+
+log = logging.getLogger(__name__)
+
+_PUBLISH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+end
+local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], epoch .. ':' .. top .. ':' .. ARGV[1])
+return {epoch, top}
+"""
+
+# ARGV: mode (after|latest|before), offset, limit, new epoch, ttl ms
+_READ = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
+local first = top + 1
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #oldest > 0 then first = tonumber(string.match(oldest[1][1], '^(%d+)')) end
+local limit = tonumber(ARGV[3])
+local entries = {}
+if limit > 0 then
+  if ARGV[1] == 'after' then
+    entries = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[2]) + 1) .. '-0', '+', 'COUNT', limit)
+  elseif ARGV[1] == 'latest' then
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
+  else
+    entries = redis.call('XREVRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '-', 'COUNT', limit)
+  end
+end
+return {epoch, top, first, entries}
+"""
+
+_PRESENCE_ADD = """
+local now = redis.call('TIME')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local before = redis.call('ZCARD', KEYS[1])
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if before == 0 then return 1 end
+return 0
+"""
+
+_PRESENCE_REMOVE = """
+local now = redis.call('TIME')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 and redis.call('ZCARD', KEYS[1]) == 0 then return 1 end
+return 0
+"""
+
+# KEYS: presence keys; ARGV[1]: ttl ms, ARGV[2..]: the member for each key
+_PRESENCE_REFRESH = """
+local now = redis.call('TIME')
+local expiry = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'XX', expiry, ARGV[i + 1])
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
+_PRESENCE_PRESENT = """
+local now = redis.call('TIME')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('ZCOUNT', key, '(' .. now_ms, '+inf')
+end
+return out
+"""
+
+
+def _stream_keys(channel: str) -> tuple[str, str, str]:
+    base = f"wwws:{{{channel}}}"
+    return f"{base}:m", f"{base}:s", f"{base}:p"
+
+
+def _presence_key(key: str) -> str:
+    return f"wwws:presence:{{{key}}}"
+
+
+class RedisBackplane(Backplane):
+    def __init__(
+        self,
+        url: str,
+        history_size: int = 1000,
+        history_ttl: float = 86400.0,
+    ) -> None:
+        super().__init__()
+        self._history_size = history_size
+        self._history_ttl_ms = int(history_ttl * 1000)
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        )
+        self._pubsub = self._redis.pubsub()
+        self._publish_script = self._redis.register_script(_PUBLISH)
+        self._read_script = self._redis.register_script(_READ)
+        self._presence_add = self._redis.register_script(_PRESENCE_ADD)
+        self._presence_remove = self._redis.register_script(_PRESENCE_REMOVE)
+        self._presence_refresh = self._redis.register_script(_PRESENCE_REFRESH)
+        self._presence_present = self._redis.register_script(_PRESENCE_PRESENT)
+        # pub/sub channel name -> channel, for channels we listen to
+        self._listening: dict[bytes, str] = {}
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._wake_reader = asyncio.Event()
+        self.errors = 0
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self.errors += 1
+            raise BackplaneUnavailable(str(exc)) from exc
+
+    async def publish(self, channel: str, data: bytes) -> tuple[str, int]:
+        meta, stream, pubsub = _stream_keys(channel)
+        args = [data, secrets.token_hex(4), self._history_size, self._history_ttl_ms, pubsub]
+        epoch, top = await self._call(self._publish_script, [meta, stream], args)
+        return epoch.decode(), int(top)
+
+    async def _read(self, channel: str, mode: str, offset: int, limit: int) -> ReadResult:
+        meta, stream, _ = _stream_keys(channel)
+        args = [mode, offset, limit, secrets.token_hex(4), self._history_ttl_ms]
+        epoch, top, first, entries = await self._call(self._read_script, [meta, stream], args)
+        publications = [
+            Publication(int(entry_id.split(b"-", 1)[0]), fields[1]) for entry_id, fields in entries
+        ]
+        if mode != "after":
+            publications.reverse()
+        return ReadResult(epoch.decode(), int(top), int(first), publications)
+
+    async def read(self, channel: str, after: int, limit: int) -> ReadResult:
+        return await self._read(channel, "after", after, limit)
+
+    async def read_latest(self, channel: str, limit: int) -> ReadResult:
+        return await self._read(channel, "latest", 0, limit)
+
+    async def read_before(self, channel: str, before: int, limit: int) -> ReadResult:
+        return await self._read(channel, "before", before, limit)
+
+    # -- live delivery --------------------------------------------------------------
+    async def listen(self, channel: str) -> None:
+        _, _, name = _stream_keys(channel)
+        loop = asyncio.get_running_loop()
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self._confirmed[channel] = loop.create_future()
+            self._listening[name.encode()] = channel
+            try:
+                await self._pubsub.subscribe(name)
+            except (RedisError, OSError) as exc:
+                self._forget(channel)
+                self.errors += 1
+                raise BackplaneUnavailable(str(exc)) from exc
+            self._ensure_reader()
+        try:
+            # The SUBSCRIBE reply is what proves later publications will reach us.
+            await asyncio.wait_for(asyncio.shield(confirmed), timeout=5)
+        except TimeoutError:
+            raise BackplaneUnavailable(f"no subscribe confirmation for {channel}") from None
+
+    async def unlisten(self, channel: str) -> None:
+        _, _, name = _stream_keys(channel)
+        self._forget(channel)
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.unsubscribe(name)
+
+    def _forget(self, channel: str) -> None:
+        _, _, name = _stream_keys(channel)
+        self._listening.pop(name.encode(), None)
+        future = self._confirmed.pop(channel, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    def _ensure_reader(self) -> None:
+        self._wake_reader.set()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_live(), name="redis-live-reader")
+
+    async def _read_live(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._pubsub.subscribed:
+                self._wake_reader.clear()
+                await self._wake_reader.wait()
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as exc:
+                self.errors += 1
+                log.warning("redis pub/sub connection lost: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            if message is not None:
+                self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        channel = self._listening.get(message["channel"])
+        if channel is None:
+            return
+        if message["type"] == "subscribe":
+            future = self._confirmed.get(channel)
+            if future is not None and not future.done():
+                future.set_result(None)
+            else:
+                # A re-subscribe after a reconnect: publications may have been missed.
+                self._resync(channel)
+        elif message["type"] == "message":
+            epoch, offset, data = message["data"].split(b":", 2)
+            self._deliver(channel, epoch.decode(), Publication(int(offset), data))
+
+    # -- presence -------------------------------------------------------------------
+    async def presence_add(self, key: str, member: str, ttl: float) -> bool:
+        args = [member, int(ttl * 1000)]
+        return bool(await self._call(self._presence_add, [_presence_key(key)], args))
+
+    async def presence_remove(self, key: str, member: str) -> bool:
+        return bool(await self._call(self._presence_remove, [_presence_key(key)], [member]))
+
+    async def presence_refresh(self, entries: Iterable[tuple[str, str]], ttl: float) -> None:
+        pairs = list(entries)
+        for start in range(0, len(pairs), 500):
+            chunk = pairs[start : start + 500]
+            keys = [_presence_key(key) for key, _ in chunk]
+            args: list[Any] = [int(ttl * 1000), *(member for _, member in chunk)]
+            await self._call(self._presence_refresh, keys, args)
+
+    async def presence_present(self, keys: Iterable[str]) -> dict[str, bool]:
+        names = list(keys)
+        if not names:
+            return {}
+        counts = await self._call(
+            self._presence_present, [_presence_key(k) for k in names], []
+        )
+        return {name: int(count) > 0 for name, count in zip(names, counts, strict=True)}
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            self.errors += 1
+            raise BackplaneUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()

@@ -1,0 +1,276 @@
+"""Local fan-out of channel publications to the subscribers of one replica.
+
+The hub listens to a backplane channel once, however many local subscribers it has,
+serialises each publication once, and hands the same bytes to every subscriber.
+It also makes subscribing race-free: a subscriber that is joining buffers the live
+publications until its history read is answered, then receives only offsets after
+the ones in that answer, so nothing is lost or delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .backplane import Backplane, Publication, ReadResult
+from .protocol import Since, msg_frame
+
+__all__ = ["ChannelHub", "SubscribeResult", "Subscriber"]
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    def deliver(self, channel: str, publication: Publication, frame: bytes) -> None:
+        """Take one publication; must not block (enqueue and return)."""
+
+    def resubscribed(self, channel: str, result: SubscribeResult) -> None:
+        """The channel restarted under a new epoch; ``result`` is the fresh window."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    epoch: str
+    offset: int
+    recovered: bool
+    publications: list[Publication]
+
+
+@dataclass(eq=False)
+class _LocalChannel:
+    name: str
+    ready: asyncio.Future[None]
+    epoch: str | None = None
+    last_offset: int | None = None
+    # subscriber -> offset of the last publication it was given
+    live: dict[Subscriber, int] = field(default_factory=dict)
+    # subscribers whose history read is still in flight -> live publications meanwhile
+    joining: dict[Subscriber, list[Publication]] = field(default_factory=dict)
+    filling: bool = False
+    held: list[tuple[str, Publication]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.live and not self.joining
+
+
+class ChannelHub:
+    def __init__(
+        self,
+        backplane: Backplane,
+        namespace: str,
+        fill_limit: int = 1000,
+        on_fanout: Callable[[Publication, int], None] | None = None,
+    ) -> None:
+        self._backplane = backplane
+        self._prefix = f"{namespace}:"
+        self._fill_limit = fill_limit
+        self._channels: dict[str, _LocalChannel] = {}
+        self._on_fanout = on_fanout
+        self._tasks: set[asyncio.Task[None]] = set()
+        backplane.set_callbacks(self._on_live, self._on_resync)
+
+    def backplane_channel(self, channel: str) -> str:
+        return self._prefix + channel
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    async def publish(self, channel: str, data: bytes) -> tuple[str, int]:
+        return await self._backplane.publish(self.backplane_channel(channel), data)
+
+    async def subscribe(
+        self,
+        subscriber: Subscriber,
+        channel: str,
+        since: Since | None,
+        window: int,
+        before_live: Callable[[SubscribeResult], None],
+    ) -> SubscribeResult:
+        """Join ``channel``: read what ``since`` missed (or the latest ``window``), call
+        ``before_live`` with it (to queue the reply), then flush what arrived meanwhile."""
+        local = await self._attach(channel, subscriber)
+        try:
+            result = await self._read_for(channel, since, window)
+        except BaseException:
+            local.joining.pop(subscriber, None)
+            await self._detach_if_empty(local)
+            raise
+        if local.epoch is None:
+            local.epoch = result.epoch
+        if local.last_offset is None:
+            local.last_offset = result.offset
+        if subscriber not in local.joining or self._channels.get(channel) is not local:
+            return result  # unsubscribed meanwhile
+        buffered = local.joining.pop(subscriber)
+        before_live(result)
+        position = result.offset
+        for publication in buffered:
+            if publication.offset > position:
+                subscriber.deliver(channel, publication, msg_frame(channel, *_parts(publication)))
+                position = publication.offset
+        local.live[subscriber] = position
+        return result
+
+    async def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
+        local = self._channels.get(channel)
+        if local is None:
+            return False
+        found = local.live.pop(subscriber, None) is not None
+        found = local.joining.pop(subscriber, None) is not None or found
+        await self._detach_if_empty(local)
+        return found
+
+    async def history(self, channel: str, before: int | None, limit: int) -> ReadResult:
+        name = self.backplane_channel(channel)
+        if before is None:
+            return await self._backplane.read_latest(name, limit)
+        return await self._backplane.read_before(name, before, limit)
+
+    # -- internals ------------------------------------------------------------------
+    async def _attach(self, channel: str, subscriber: Subscriber) -> _LocalChannel:
+        local = self._channels.get(channel)
+        if local is None:
+            local = _LocalChannel(channel, asyncio.get_running_loop().create_future())
+            self._channels[channel] = local
+            local.joining[subscriber] = []
+            try:
+                await self._backplane.listen(self.backplane_channel(channel))
+            except BaseException as exc:
+                self._channels.pop(channel, None)
+                local.ready.set_exception(exc)
+                local.ready.exception()  # mark retrieved; joiners re-raise it below
+                raise
+            local.ready.set_result(None)
+            return local
+        local.joining[subscriber] = []
+        await asyncio.shield(local.ready)
+        return local
+
+    async def _detach_if_empty(self, local: _LocalChannel) -> None:
+        if local.empty and self._channels.get(local.name) is local:
+            del self._channels[local.name]
+            await self._backplane.unlisten(self.backplane_channel(local.name))
+
+    async def _read_for(self, channel: str, since: Since | None, window: int) -> SubscribeResult:
+        name = self.backplane_channel(channel)
+        if since is not None:
+            found = await self._backplane.read(name, since.offset, self._fill_limit)
+            complete = len(found.publications) == found.top - since.offset
+            if found.epoch == since.epoch and found.covers(since.offset) and complete:
+                return SubscribeResult(found.epoch, found.top, True, found.publications)
+        latest = await self._backplane.read_latest(name, window)
+        return SubscribeResult(latest.epoch, latest.top, False, latest.publications)
+
+    def _on_live(self, name: str, epoch: str, publication: Publication) -> None:
+        local = self._channels.get(name.removeprefix(self._prefix))
+        if local is None or not name.startswith(self._prefix):
+            return
+        if local.filling:
+            local.held.append((epoch, publication))
+            return
+        if local.epoch is not None and epoch != local.epoch:
+            self._spawn(self._restart_epoch(local, epoch))
+            return
+        if local.last_offset is not None:
+            if publication.offset <= local.last_offset:
+                return  # already delivered (overlap of a read and the live feed)
+            if publication.offset > local.last_offset + 1:
+                local.filling = True
+                local.held.append((epoch, publication))
+                self._spawn(self._fill_gap(local))
+                return
+        self._fan_out(local, publication)
+
+    def _fan_out(self, local: _LocalChannel, publication: Publication) -> None:
+        local.last_offset = publication.offset
+        for pending in local.joining.values():
+            pending.append(publication)
+        if not local.live:
+            return
+        frame = msg_frame(local.name, *_parts(publication))  # serialised once per replica
+        delivered = 0
+        for subscriber, position in local.live.items():
+            if publication.offset > position:
+                local.live[subscriber] = publication.offset
+                subscriber.deliver(local.name, publication, frame)
+                delivered += 1
+        if self._on_fanout is not None:
+            self._on_fanout(publication, delivered)
+
+    async def _fill_gap(self, local: _LocalChannel) -> None:
+        """Live delivery skipped offsets (a lost pub/sub message): read them from the stream."""
+        try:
+            while True:
+                after = local.last_offset or 0
+                found = await self._backplane.read(
+                    self.backplane_channel(local.name), after, self._fill_limit
+                )
+                if local.epoch is not None and found.epoch != local.epoch:
+                    local.filling = False
+                    await self._restart_epoch(local, found.epoch)
+                    return
+                for publication in found.publications:
+                    if publication.offset == (local.last_offset or 0) + 1:
+                        self._fan_out(local, publication)
+                if not found.covers(after) or (local.last_offset or 0) >= found.top:
+                    if (local.last_offset or 0) < found.top:
+                        # Older than the history window: jump forward, subscribers learn of
+                        # the gap from the offsets and can resubscribe with `since`.
+                        local.last_offset = found.top
+                    break
+        except Exception:
+            log.exception("could not fill a gap on %s", local.name)
+        finally:
+            local.filling = False
+            held, local.held = local.held, []
+            for epoch, publication in held:
+                self._on_live(self.backplane_channel(local.name), epoch, publication)
+
+    async def _restart_epoch(self, local: _LocalChannel, epoch: str) -> None:
+        """The stream was lost and restarted: offsets begin again under a new epoch.
+
+        Each live subscriber is re-subscribed as if it had asked with its old position,
+        which the new epoch cannot satisfy, so it receives ``recovered: false`` and the
+        latest window: the gap is announced, never silent.
+        """
+        if local.epoch == epoch:
+            return
+        log.warning("channel %s changed epoch %s -> %s", local.name, local.epoch, epoch)
+        local.epoch = epoch
+        local.last_offset = None
+        subscribers = list(local.live)
+        local.live.clear()
+        for subscriber in subscribers:
+            local.joining[subscriber] = []
+        result = await self._read_for(local.name, None, self._fill_limit)
+        local.last_offset = result.offset if local.last_offset is None else local.last_offset
+        for subscriber in subscribers:
+            buffered = local.joining.pop(subscriber, [])
+            subscriber.resubscribed(local.name, result)
+            position = result.offset
+            for publication in buffered:
+                if publication.offset > position:
+                    frame = msg_frame(local.name, *_parts(publication))
+                    subscriber.deliver(local.name, publication, frame)
+                    position = publication.offset
+            local.live[subscriber] = position
+
+    def _on_resync(self, name: str) -> None:
+        local = self._channels.get(name.removeprefix(self._prefix))
+        if local is not None and name.startswith(self._prefix) and not local.filling:
+            local.filling = True
+            self._spawn(self._fill_gap(local))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _parts(publication: Publication) -> tuple[int, bytes]:
+    return publication.offset, publication.data

@@ -1,0 +1,90 @@
+"""Prometheus metrics of one replica.
+
+Each app gets a registry of its own (so tests can build many apps in one process); every
+series carries a ``service`` label. Names follow Prometheus conventions: counters end in
+``_total`` on exposition, durations are ``_seconds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    service: str
+    registry: CollectorRegistry
+    connections: Gauge
+    connections_accepted: Counter
+    subscriptions: Gauge
+    channels: Gauge
+    publish_delivery_latency: Histogram
+    slow_consumer_disconnects: Counter
+    event_loop_lag: Gauge
+    event_loop_lag_distribution: Histogram
+    backplane_errors: Counter
+    heartbeat_interval: Gauge
+    draining: Gauge
+    # by label: use .labels(...)
+    handshakes_refused: Counter  # status
+    connections_closed: Counter  # code
+    messages_received: Counter  # op
+    messages_sent: Counter  # op
+
+    @classmethod
+    def create(cls, service: str) -> Metrics:
+        registry = CollectorRegistry(auto_describe=True)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, ["service"], registry=registry).labels(service)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, ["service"], registry=registry).labels(service)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            metric = Histogram(name, doc, ["service"], buckets=buckets, registry=registry)
+            return metric.labels(service)
+
+        def by(name: str, doc: str, label: str) -> Counter:
+            return Counter(name, doc, ["service", label], registry=registry)
+
+        return cls(
+            service=service,
+            registry=registry,
+            connections=gauge("wwws_connections", "Open WebSocket connections"),
+            connections_accepted=counter("wwws_connections_accepted", "Accepted handshakes"),
+            subscriptions=gauge("wwws_subscriptions", "Subscriptions of open connections"),
+            channels=gauge("wwws_channels", "Channels with subscribers on this replica"),
+            publish_delivery_latency=histogram(
+                "wwws_publish_delivery_latency_seconds",
+                "From the publish timestamp to the hand-off to the subscriber's socket",
+                _LATENCY_BUCKETS,
+            ),
+            slow_consumer_disconnects=counter(
+                "wwws_slow_consumer_disconnects", "Clients closed with 4108 (outbound queue full)"
+            ),
+            event_loop_lag=gauge("wwws_event_loop_lag_seconds", "Latest event-loop lag sample"),
+            event_loop_lag_distribution=histogram(
+                "wwws_event_loop_lag_distribution_seconds", "Event-loop lag samples", _LAG_BUCKETS
+            ),
+            backplane_errors=counter("wwws_backplane_errors", "Failed backplane operations"),
+            heartbeat_interval=gauge(
+                "wwws_heartbeat_interval_seconds", "Current server ping interval"
+            ),
+            draining=gauge("wwws_draining", "1 while the replica drains before it exits"),
+            handshakes_refused=by(
+                "wwws_handshakes_refused", "Refused handshakes by HTTP status", "status"
+            ),
+            connections_closed=by(
+                "wwws_connections_closed", "Closed connections by close code", "code"
+            ),
+            messages_received=by("wwws_messages_received", "Client frames by op", "op"),
+            messages_sent=by("wwws_messages_sent", "Server frames by op", "op"),
+        )

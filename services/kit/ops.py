@@ -1,0 +1,104 @@
+"""The channel ops every service has: ``sub``, ``unsub`` and ``pub``."""
+
+from __future__ import annotations
+
+import orjson
+
+from .connection import Connection
+from .hub import SubscribeResult
+from .protocol import (
+    ClientFrame,
+    ErrorCode,
+    ProtocolError,
+    Since,
+    encode,
+    optional_since,
+    require_channel,
+    require_object,
+    subscribed_frame,
+)
+from .service import OpHandler, ServiceContext
+
+__all__ = ["CHANNEL_OPS", "MAX_SUBSCRIPTIONS", "subscribe", "unsubscribe"]
+
+MAX_SUBSCRIPTIONS = 100
+
+
+async def op_sub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    channel = require_channel(frame)
+    since = optional_since(frame)
+    ctx.spec.policy.authorize_subscribe(conn, channel, frame)
+    await subscribe(ctx, conn, channel, frame.id, since)
+
+
+async def subscribe(
+    ctx: ServiceContext,
+    conn: Connection,
+    channel: str,
+    frame_id: str | int | None,
+    since: Since | None,
+) -> SubscribeResult:
+    """Subscribe ``conn``; the ``subscribed`` reply is queued before any live ``msg``."""
+    if channel in conn.subscriptions:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"already subscribed to {channel}", frame_id)
+    if len(conn.subscriptions) >= MAX_SUBSCRIPTIONS:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"at most {MAX_SUBSCRIPTIONS} subscriptions", frame_id
+        )
+
+    def reply(result: SubscribeResult) -> None:
+        conn.send(
+            subscribed_frame(
+                frame_id,
+                channel,
+                result.epoch,
+                result.offset,
+                result.recovered,
+                result.publications,
+            ),
+            "subscribed",
+        )
+
+    conn.subscriptions.add(channel)
+    ctx.metrics.subscriptions.inc()
+    try:
+        window = ctx.spec.policy.window(channel)
+        result = await ctx.hub.subscribe(conn, channel, since, window, reply)
+    except BaseException:
+        conn.subscriptions.discard(channel)
+        ctx.metrics.subscriptions.dec()
+        raise
+    ctx.metrics.channels.set(ctx.hub.channel_count)
+    return result
+
+
+async def op_unsub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    channel = require_channel(frame)
+    if channel not in conn.subscriptions:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"not subscribed to {channel}", frame.id)
+    await unsubscribe(ctx, conn, channel)
+    conn.send(encode({"op": "unsubscribed", "id": frame.id, "ch": channel}), "unsubscribed")
+
+
+async def unsubscribe(ctx: ServiceContext, conn: Connection, channel: str) -> None:
+    conn.subscriptions.discard(channel)
+    ctx.metrics.subscriptions.dec()
+    await ctx.hub.unsubscribe(conn, channel)
+    ctx.metrics.channels.set(ctx.hub.channel_count)
+
+
+async def op_pub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    channel = require_channel(frame)
+    data = require_object(frame, "data")
+    policy = ctx.spec.policy
+    data = policy.prepare_publish(conn, channel, data, frame)
+    payload = orjson.dumps(data)
+    if len(payload) > policy.max_data_bytes:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"data is over {policy.max_data_bytes} bytes", frame.id
+        )
+    _, offset = await ctx.hub.publish(channel, payload)
+    conn.send(encode({"op": "ack", "id": frame.id, "ch": channel, "offset": offset}), "ack")
+
+
+CHANNEL_OPS: dict[str, OpHandler] = {"sub": op_sub, "unsub": op_unsub, "pub": op_pub}

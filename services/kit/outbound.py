@@ -1,0 +1,76 @@
+"""A connection's bounded, coalescing outbound queue.
+
+Frames are queued as already-serialised bytes (shared between subscribers) and written
+once per event-loop iteration as one ``transport.write`` of several WebSocket frames:
+one syscall for many publications. The bound counts what is queued here plus what the
+transport still holds, so a client that stops reading cannot grow the replica's memory
+past it; crossing it calls ``on_overflow`` (the connection closes with 4108).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+
+__all__ = ["Outbound", "text_frame"]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final text frame (RFC 6455 5.2): valid for any client,
+    since server frames are never masked, so one encoding serves every subscriber."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+class Outbound:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        max_bytes: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self._max_bytes = max_bytes
+        self._on_overflow = on_overflow
+        self._frames: list[bytes] = []
+        self._queued = 0
+        self._flush_scheduled = False
+        self.closed = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._queued + self._transport.get_write_buffer_size()
+
+    def put(self, frame: bytes) -> bool:
+        if self.closed:
+            return False
+        if self.buffered_bytes + len(frame) > self._max_bytes:
+            self.close()
+            self._on_overflow()
+            return False
+        self._frames.append(frame)
+        self._queued += len(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._frames:
+            return
+        frames, self._frames, self._queued = self._frames, [], 0
+        if self.closed or self._transport.is_closing():
+            return
+        self._transport.write(b"".join([text_frame(frame) for frame in frames]))
+
+    def close(self) -> None:
+        """Stop accepting frames and drop what was not written."""
+        self.closed = True
+        self._frames.clear()
+        self._queued = 0

@@ -1,0 +1,66 @@
+"""Web pages and the dev-only login that lets them get a token."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .auth import USER_PATTERN, mint_token
+
+if TYPE_CHECKING:
+    from .service import ServiceContext
+
+__all__ = ["add_page_routes"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KIT_STATIC = Path(__file__).parent / "static"
+DEV_TOKEN_TTL = 12 * 3600.0
+
+
+def add_page_routes(app: web.Application, ctx: ServiceContext) -> None:
+    name = ctx.spec.name
+    if ctx.spec.static_dir is not None:
+        page = ctx.spec.static_dir / "index.html"
+        app.router.add_get(f"/{name}/", _file(page))
+        app.router.add_get(f"/{name}", _redirect(f"/{name}/"))
+    app.router.add_get(f"/{name}/wwws.js", _file(KIT_STATIC / "wwws.js"))
+    app.router.add_get(f"/{name}/style.css", _file(KIT_STATIC / "style.css"))
+    if ctx.spec.serves_landing:
+        app.router.add_get("/", _file(KIT_STATIC / "index.html"))
+    if ctx.settings.dev_login:
+        app.router.add_post(f"/{name}/api/dev-login", _dev_login(ctx))
+
+
+def _file(path: Path) -> Handler:
+    async def handler(_: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+def _redirect(location: str) -> Handler:
+    async def handler(_: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect(location)
+
+    return handler
+
+
+def _dev_login(ctx: ServiceContext) -> Handler:
+    """Mints a token for any user name: a development convenience, off in production
+    (WWWS_DEV_LOGIN=0), where tokens come from your own login service."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be JSON: {\"user\": \"alice\"}\n") from None
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, str) or not USER_PATTERN.fullmatch(user):
+            raise web.HTTPBadRequest(text="user must be 1-64 of A-Z a-z 0-9 _ - . @\n")
+        token = mint_token(user, ctx.settings.token_secret, DEV_TOKEN_TTL)
+        return web.json_response({"user": user, "token": token})
+
+    return handler

@@ -1,0 +1,140 @@
+"""Settings: one frozen dataclass read from the environment, failing loudly.
+
+Every variable is documented in .env.example.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+__all__ = ["Settings", "SettingsError"]
+
+
+class SettingsError(Exception):
+    """A required variable is missing or a value is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    token_secret: str
+    backplane_url: str = "memory://"
+    public_url: str = "https://localhost"
+    allowed_origins: tuple[str, ...] = ("https://localhost",)
+    host: str = "0.0.0.0"
+    port: int = 8000
+    internal_port: int = 9000
+    node_id: str = "local"
+    drain_seconds: float = 3.0
+    shutdown_timeout: float = 10.0
+    close_timeout: float = 2.0
+    heartbeat_seconds: float = 25.0
+    max_frame_bytes: int = 64 * 1024
+    outbound_queue_bytes: int = 1024 * 1024
+    history_size: int = 1000
+    history_ttl_seconds: float = 86400.0
+    presence_ttl_seconds: float = 60.0
+    dev_login: bool = False
+    api_key: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        secret = reader.text("WWWS_TOKEN_SECRET", required=True)
+        if len(secret) < 16:
+            reader.problems.append("WWWS_TOKEN_SECRET must be at least 16 characters")
+        public_url = reader.text("WWWS_PUBLIC_URL", cls.public_url).rstrip("/")
+        origins = tuple(
+            o.strip().rstrip("/")
+            for o in reader.text("WWWS_ALLOWED_ORIGINS", _origin_of(public_url)).split(",")
+            if o.strip()
+        )
+        settings = cls(
+            service=service,
+            token_secret=secret,
+            backplane_url=reader.text("WWWS_BACKPLANE_URL", cls.backplane_url),
+            public_url=public_url,
+            allowed_origins=origins,
+            host=reader.text("WWWS_HOST", cls.host),
+            port=reader.integer("WWWS_PORT", cls.port),
+            internal_port=reader.integer("WWWS_INTERNAL_PORT", cls.internal_port),
+            node_id=reader.text("WWWS_NODE_ID", socket.gethostname()),
+            drain_seconds=reader.number("WWWS_DRAIN_SECONDS", cls.drain_seconds),
+            shutdown_timeout=reader.number("WWWS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
+            heartbeat_seconds=reader.number("WWWS_HEARTBEAT_SECONDS", cls.heartbeat_seconds),
+            max_frame_bytes=reader.integer("WWWS_MAX_FRAME_BYTES", cls.max_frame_bytes),
+            outbound_queue_bytes=reader.integer(
+                "WWWS_OUTBOUND_QUEUE_BYTES", cls.outbound_queue_bytes
+            ),
+            history_size=reader.integer("WWWS_HISTORY_SIZE", cls.history_size),
+            history_ttl_seconds=reader.number("WWWS_HISTORY_TTL_SECONDS", cls.history_ttl_seconds),
+            presence_ttl_seconds=reader.number(
+                "WWWS_PRESENCE_TTL_SECONDS", cls.presence_ttl_seconds
+            ),
+            dev_login=reader.flag("WWWS_DEV_LOGIN", cls.dev_login),
+            api_key=reader.text("WWWS_API_KEY", "") or None,
+            log_level=reader.text("WWWS_LOG_LEVEL", cls.log_level).upper(),
+        )
+        if reader.problems:
+            raise SettingsError("invalid settings: " + "; ".join(reader.problems))
+        return settings
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str = "", required: bool = False) -> str:
+        value = self.env.get(name, "").strip()
+        if not value and required:
+            self.problems.append(f"{name} is required (see .env.example)")
+        return value or default
+
+    def integer(self, name: str, default: int) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be an integer, got {raw!r}")
+            return default
+        if value < 0:
+            self.problems.append(f"{name} must not be negative")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if value < 0:
+            self.problems.append(f"{name} must not be negative")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name} must be 1/0/true/false, got {raw!r}")
+        return default
