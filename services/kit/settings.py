@@ -47,8 +47,8 @@ class Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         secret = reader.text("WWWS_TOKEN_SECRET", required=True)
-        if len(secret) < 16:
-            reader.problems.append("WWWS_TOKEN_SECRET must be at least 16 characters")
+        if len(secret) < 32:
+            reader.problems.append("WWWS_TOKEN_SECRET must be at least 32 characters (HS256 key)")
         public_url = reader.text("WWWS_PUBLIC_URL", cls.public_url).rstrip("/")
         origins = tuple(
             o.strip().rstrip("/")

@@ -1,0 +1,1 @@
+"""Host-side tools (not needed by the services at run time)."""

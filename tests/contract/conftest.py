@@ -1,0 +1,82 @@
+"""Contract tests: each service in-process (pytest-aiohttp), memory backplane by default.
+
+The ``backplane_factory`` fixture is parametrised in tests/contract/test_*_redis.py-style
+modules to run the same behaviour against a real Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from helpers import SECRET, receive_op
+
+from services.kit.auth import mint_token
+from services.kit.backplane import Backplane, MemoryBackplane, MemoryBroker
+from services.kit.settings import Settings
+
+AppFactory = Callable[[Settings, Backplane | None], web.Application]
+
+
+def make_settings(service: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "service": service,
+        "token_secret": SECRET,
+        "allowed_origins": ("https://localhost",),
+        "node_id": "test-node",
+        "heartbeat_seconds": 25.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def token(user: str) -> str:
+    return mint_token(user, SECRET)
+
+
+class Replicas:
+    """Several in-process replicas of one service sharing one backplane store."""
+
+    def __init__(self, new_backplane: Callable[[], Backplane]) -> None:
+        self.new_backplane = new_backplane
+        self.clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(self, create_app: AppFactory, service: str, **overrides: Any) -> TestClient:
+        app = create_app(make_settings(service, **overrides), self.new_backplane())
+        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+        await client.start_server()
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+@pytest.fixture
+def backplane_factory() -> Callable[[], Backplane]:
+    broker = MemoryBroker()
+    return lambda: MemoryBackplane(broker)
+
+
+@pytest.fixture
+async def replicas(backplane_factory: Callable[[], Backplane]) -> AsyncIterator[Replicas]:
+    group = Replicas(backplane_factory)
+    yield group
+    await group.close()
+
+
+Connect = Callable[..., Awaitable[aiohttp.ClientWebSocketResponse]]
+
+
+async def connect(
+    client: TestClient, service: str, user: str = "alice", **kwargs: Any
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await client.ws_connect(f"/{service}/ws", params={"token": token(user)}, **kwargs)
+    hello = await receive_op(ws, "hello")
+    assert hello["user"] == user
+    return ws

@@ -1,0 +1,111 @@
+"""Bad input gets the documented error frame or close code; other clients keep working."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from conftest import connect
+from helpers import collect_msgs, receive_close, receive_op
+
+from services.chat.app import create_app
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{not json", "malformed JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"id": 1}', "missing op"),
+        ('{"op": "dance", "id": 9}', "unknown op"),
+        ('{"op": "sub", "id": 2}', "ch must be"),
+        ('{"op": "sub", "id": 3, "ch": "has space"}', "ch must be"),
+        ('{"op": "sub", "id": 4, "ch": "lobby", "since": {"epoch": 1}}', "since must be"),
+        ('{"op": "pub", "id": 5, "ch": "lobby"}', "data must be"),
+        ('{"op": "unsub", "id": 6, "ch": "nowhere"}', "not subscribed"),
+    ],
+)
+async def test_bad_frames_get_error_frames(replicas, text, fragment):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat")
+    await ws.send_str(text)
+    error = await receive_op(ws, "error")
+    assert fragment in error["message"]
+    assert error["code"] in {"bad_request", "not_found"}
+    # the connection is still usable
+    await ws.send_json({"op": "sub", "id": "ok", "ch": "lobby"})
+    assert (await receive_op(ws, "subscribed"))["id"] == "ok"
+    await ws.close()
+
+
+async def test_error_frame_echoes_id(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat")
+    await ws.send_json({"op": "nope", "id": "abc"})
+    error = await receive_op(ws, "error")
+    assert error == {
+        "op": "error",
+        "id": "abc",
+        "code": "bad_request",
+        "message": "unknown op 'nope'",
+    }
+
+
+async def _bystander(client):
+    ws = await connect(client, "chat", "bob")
+    await ws.send_json({"op": "sub", "id": 1, "ch": "lobby"})
+    await receive_op(ws, "subscribed")
+    return ws
+
+
+async def _bystander_still_works(client, bystander):
+    poster = await connect(client, "chat", "carol")
+    await poster.send_json({"op": "sub", "id": 1, "ch": "lobby"})
+    await receive_op(poster, "subscribed")
+    await poster.send_json({"op": "pub", "id": 2, "ch": "lobby", "data": {"text": "still here"}})
+    [msg] = await collect_msgs(bystander, 1)
+    assert msg["data"]["text"] == "still here"
+
+
+async def test_binary_frame_closes_1003(replicas):
+    client = await replicas.start(create_app, "chat")
+    bystander = await _bystander(client)
+    ws = await connect(client, "chat")
+    await ws.send_bytes(b"\x00\x01")
+    assert await receive_close(ws) == 1003
+    await _bystander_still_works(client, bystander)
+
+
+async def test_oversized_frame_closes_1009(replicas):
+    client = await replicas.start(create_app, "chat", max_frame_bytes=1024)
+    bystander = await _bystander(client)
+    ws = await connect(client, "chat")
+    await ws.send_str('{"op":"pub","ch":"lobby","data":{"text":"' + "x" * 4000 + '"}}')
+    assert await receive_close(ws) == 1009
+    await _bystander_still_works(client, bystander)
+
+
+async def test_invalid_utf8_closes_1007(replicas):
+    client = await replicas.start(create_app, "chat")
+    bystander = await _bystander(client)
+    ws = await connect(client, "chat")
+    # A text frame whose payload is not UTF-8: send it through the raw writer.
+    await ws._writer.send_frame(b'{"op":"\xff\xfe"}', aiohttp.WSMsgType.TEXT)
+    assert await receive_close(ws) == 1007
+    await _bystander_still_works(client, bystander)
+
+
+async def test_flood_gets_rate_limited_then_4129(replicas):
+    client = await replicas.start(create_app, "chat")
+    bystander = await _bystander(client)
+    ws = await connect(client, "chat")
+    for _ in range(400):
+        await ws.send_str('{"op":"nope"}')
+    codes = set()
+    while True:
+        message = await ws.receive(timeout=5)
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            break
+        codes.add(message.json()["code"])
+    assert "rate_limited" in codes
+    assert ws.close_code == 4129
+    await _bystander_still_works(client, bystander)

@@ -1,0 +1,120 @@
+"""Chat rooms in-process: pub/ack, fan-out across replicas, history, resume."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import connect
+from helpers import collect_msgs, receive_op
+
+from services.chat.app import create_app
+
+
+async def join(ws, room, id_=1, since=None):
+    frame = {"op": "sub", "id": id_, "ch": room}
+    if since is not None:
+        frame["since"] = since
+    await ws.send_json(frame)
+    return await receive_op(ws, "subscribed")
+
+
+async def test_pub_is_acked_stamped_and_delivered(replicas):
+    client = await replicas.start(create_app, "chat")
+    alice = await connect(client, "chat", "alice")
+    bob = await connect(client, "chat", "bob")
+    await join(alice, "lobby")
+    await join(bob, "lobby")
+    before = time.time() * 1000
+    await alice.send_json(
+        {"op": "pub", "id": 7, "ch": "lobby", "data": {"text": "hi", "user": "mallory"}}
+    )
+    ack = await receive_op(alice, "ack")
+    assert ack == {"op": "ack", "id": 7, "ch": "lobby", "offset": 1}
+    [msg] = await collect_msgs(bob, 1)
+    assert msg["ch"] == "lobby" and msg["offset"] == 1
+    assert msg["data"]["text"] == "hi"
+    assert msg["data"]["user"] == "alice"  # stamped from the token, not the client
+    assert before <= msg["data"]["ts"] <= time.time() * 1000 + 1
+
+
+async def test_fan_out_across_replicas(replicas):
+    one = await replicas.start(create_app, "chat", node_id="one")
+    two = await replicas.start(create_app, "chat", node_id="two")
+    alice = await connect(one, "chat", "alice")
+    bob = await connect(two, "chat", "bob")
+    await join(alice, "lobby")
+    await join(bob, "lobby")
+    for i in range(5):
+        await alice.send_json({"op": "pub", "id": i, "ch": "lobby", "data": {"text": str(i)}})
+    got = await collect_msgs(bob, 5)
+    assert [m["data"]["text"] for m in got] == ["0", "1", "2", "3", "4"]
+    assert [m["offset"] for m in got] == [1, 2, 3, 4, 5]
+
+
+async def test_pub_without_subscription_is_forbidden(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat")
+    await ws.send_json({"op": "pub", "id": 1, "ch": "lobby", "data": {"text": "hi"}})
+    error = await receive_op(ws, "error")
+    assert error["code"] == "forbidden" and error["id"] == 1
+
+
+async def test_empty_and_oversized_text(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat")
+    await join(ws, "lobby")
+    await ws.send_json({"op": "pub", "id": 1, "ch": "lobby", "data": {"text": "  "}})
+    assert (await receive_op(ws, "error"))["code"] == "bad_request"
+    await ws.send_json({"op": "pub", "id": 2, "ch": "lobby", "data": {"text": "x" * 2001}})
+    assert (await receive_op(ws, "error"))["code"] == "too_large"
+
+
+async def test_resume_with_since_gets_exactly_the_missed(replicas):
+    client = await replicas.start(create_app, "chat")
+    alice = await connect(client, "chat", "alice")
+    bob = await connect(client, "chat", "bob")
+    await join(alice, "lobby")
+    first = await join(bob, "lobby")
+    for i in range(3):
+        await alice.send_json({"op": "pub", "id": i, "ch": "lobby", "data": {"text": f"a{i}"}})
+        await receive_op(alice, "ack")
+    seen = await collect_msgs(bob, 3)
+    await bob.close()
+    for i in range(3, 7):
+        await alice.send_json({"op": "pub", "id": i, "ch": "lobby", "data": {"text": f"a{i}"}})
+        await receive_op(alice, "ack")
+    bob = await connect(client, "chat", "bob")
+    since = {"epoch": first["epoch"], "offset": seen[-1]["offset"]}
+    resumed = await join(bob, "lobby", since=since)
+    assert resumed["recovered"] is True
+    assert resumed["epoch"] == first["epoch"]
+    assert [p["offset"] for p in resumed["publications"]] == [4, 5, 6, 7]
+    assert [p["data"]["text"] for p in resumed["publications"]] == ["a3", "a4", "a5", "a6"]
+    assert resumed["offset"] == 7
+
+
+async def test_resume_with_unknown_epoch_is_not_recovered(replicas):
+    client = await replicas.start(create_app, "chat")
+    alice = await connect(client, "chat", "alice")
+    await join(alice, "lobby")
+    await alice.send_json({"op": "pub", "id": 1, "ch": "lobby", "data": {"text": "x"}})
+    await receive_op(alice, "ack")
+    bob = await connect(client, "chat", "bob")
+    resumed = await join(bob, "lobby", since={"epoch": "gone", "offset": 0})
+    assert resumed["recovered"] is False
+    assert [p["offset"] for p in resumed["publications"]] == [1]
+
+
+async def test_history_pages_backwards(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat")
+    await join(ws, "lobby")
+    for i in range(10):
+        await ws.send_json({"op": "pub", "id": i, "ch": "lobby", "data": {"text": str(i)}})
+        await receive_op(ws, "ack")
+    await ws.send_json({"op": "history", "id": "h", "ch": "lobby", "limit": 4})
+    page = await receive_op(ws, "history")
+    assert [p["offset"] for p in page["publications"]] == [7, 8, 9, 10]
+    await ws.send_json({"op": "history", "id": "h2", "ch": "lobby", "before": 7, "limit": 4})
+    page = await receive_op(ws, "history")
+    assert [p["offset"] for p in page["publications"]] == [3, 4, 5, 6]

@@ -1,0 +1,67 @@
+"""Refused handshakes answer 401/403 and upgrade nothing."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from conftest import connect, token
+from helpers import SECRET, receive_op
+
+from services.chat.app import create_app
+from services.kit.auth import mint_token
+
+
+async def test_valid_token_gets_hello(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await client.ws_connect("/chat/ws", params={"token": token("alice")})
+    hello = await receive_op(ws, "hello")
+    assert hello == {
+        "op": "hello",
+        "node": "test-node",
+        "user": "alice",
+        "heartbeat": 25.0,
+        "service": "chat",
+        "protocol": 1,
+    }
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"token": "not-a-jwt"},
+        {"token": mint_token("alice", "another-secret-0123456789-0123456789ab")},
+        {"token": mint_token("alice", SECRET, ttl_seconds=-10)},
+    ],
+    ids=["missing", "garbage", "wrong-secret", "expired"],
+)
+async def test_bad_token_is_401_without_upgrade(replicas, params):
+    client = await replicas.start(create_app, "chat")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/chat/ws", params=params)
+    assert refused.value.status == 401
+
+
+async def test_foreign_origin_is_403(replicas):
+    client = await replicas.start(create_app, "chat")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect(
+            "/chat/ws", params={"token": token("alice")}, origin="https://evil.example"
+        )
+    assert refused.value.status == 403
+
+
+async def test_own_origin_is_allowed(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat", origin="https://localhost")
+    await ws.close()
+
+
+async def test_refusals_are_counted(replicas):
+    client = await replicas.start(create_app, "chat")
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await client.ws_connect("/chat/ws")
+    ctx = client.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT]
+    value = ctx.metrics.handshakes_refused.labels("chat", "401")._value.get()
+    assert value == 1

@@ -1,0 +1,56 @@
+"""Small client helpers shared by the test layers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+
+SECRET = "test-secret-0123456789abcdef-0123456789"
+
+
+async def receive_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> Any:
+    message = await ws.receive(timeout=timeout)
+    assert message.type is aiohttp.WSMsgType.TEXT, f"expected text, got {message!r}"
+    return orjson.loads(message.data)
+
+
+async def receive_op(
+    ws: aiohttp.ClientWebSocketResponse, op: str, timeout: float = 5.0
+) -> dict[str, Any]:
+    """The next frame with ``op``; fails on anything else in between except ``msg``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        frame = await receive_json(ws, max(0.01, deadline - loop.time()))
+        if frame["op"] == op:
+            return dict(frame)
+        assert frame["op"] == "msg", f"expected {op}, got {frame}"
+
+
+async def collect_msgs(
+    ws: aiohttp.ClientWebSocketResponse, count: int, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    got: list[dict[str, Any]] = []
+    while len(got) < count:
+        frame = await receive_json(ws, max(0.01, deadline - loop.time()))
+        if frame["op"] == "msg":
+            got.append(frame)
+    return got
+
+
+async def receive_close(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> int:
+    """Read until the server closes; return the close code."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        message = await ws.receive(timeout=max(0.01, deadline - loop.time()))
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            assert ws.close_code is not None
+            return ws.close_code
+        if message.type is aiohttp.WSMsgType.CLOSING:
+            continue
