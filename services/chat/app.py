@@ -35,9 +35,7 @@ async def op_history(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
     if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "before must be an integer offset", frame.id)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_HISTORY_PAGE:
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST, f"limit must be 1-{MAX_HISTORY_PAGE}", frame.id
-        )
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be 1-{MAX_HISTORY_PAGE}", frame.id)
     page = await ctx.hub.history(channel, before, limit)
     head = {"op": "history", "id": frame.id, "ch": channel, "epoch": page.epoch, "top": page.top}
     items = b",".join(msg_frame(channel, p.offset, p.data) for p in page.publications)

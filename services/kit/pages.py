@@ -56,7 +56,7 @@ def _dev_login(ctx: ServiceContext) -> Handler:
         try:
             body = await request.json()
         except ValueError:
-            raise web.HTTPBadRequest(text="body must be JSON: {\"user\": \"alice\"}\n") from None
+            raise web.HTTPBadRequest(text='body must be JSON: {"user": "alice"}\n') from None
         user = body.get("user") if isinstance(body, dict) else None
         if not isinstance(user, str) or not USER_PATTERN.fullmatch(user):
             raise web.HTTPBadRequest(text="user must be 1-64 of A-Z a-z 0-9 _ - . @\n")

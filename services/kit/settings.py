@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["EnvReader", "Settings", "SettingsError"]
 
 
 class SettingsError(Exception):
@@ -45,7 +45,7 @@ class Settings:
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = EnvReader(env)
         secret = reader.text("WWWS_TOKEN_SECRET", required=True)
         if len(secret) < 32:
             reader.problems.append("WWWS_TOKEN_SECRET must be at least 32 characters (HS256 key)")
@@ -91,7 +91,9 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-class _Reader:
+class EnvReader:
+    """Reads typed values, collecting every problem so one error names them all."""
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []

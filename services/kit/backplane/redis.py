@@ -270,9 +270,7 @@ class RedisBackplane(Backplane):
         names = list(keys)
         if not names:
             return {}
-        counts = await self._call(
-            self._presence_present, [_presence_key(k) for k in names], []
-        )
+        counts = await self._call(self._presence_present, [_presence_key(k) for k in names], [])
         return {name: int(count) > 0 for name, count in zip(names, counts, strict=True)}
 
     # -- lifecycle ------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""The ticker gateway: prices and notifications pushed the moment they exist."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from services.kit.app import build_app
+from services.kit.backplane import Backplane, BackplaneUnavailable
+from services.kit.connection import Connection
+from services.kit.ops import subscribe
+from services.kit.protocol import CHANNEL_PATTERN
+from services.kit.service import ServiceContext, ServiceSpec
+from services.kit.settings import Settings
+
+from .channels import SYMBOL_PATTERN, TickerChannels, personal_channel
+
+__all__ = ["create_app"]
+
+MAX_NOTIFICATION_BYTES = 16 * 1024
+
+
+async def subscribe_personal_channel(ctx: ServiceContext, conn: Connection) -> None:
+    """Every connection gets its notifications without asking (reply has no ``id``)."""
+    await subscribe(ctx, conn, personal_channel(conn.user), None, None)
+
+
+def add_publish_api(app: web.Application, ctx: ServiceContext) -> None:
+    async def publish(request: web.Request) -> web.Response:
+        key = ctx.settings.api_key
+        if key is None:
+            raise web.HTTPServiceUnavailable(text="publishing is off: set WWWS_API_KEY\n")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise web.HTTPUnauthorized(text="bad or missing bearer API key\n")
+        try:
+            body = await request.json(loads=orjson.loads)
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be JSON\n") from None
+        channel = _target(body)
+        data = body["data"]
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text="data must be a JSON object\n")
+        data = {**data, "ts": round(time.time() * 1000, 3)}
+        payload = orjson.dumps(data)
+        if len(payload) > MAX_NOTIFICATION_BYTES:
+            raise web.HTTPRequestEntityTooLarge(MAX_NOTIFICATION_BYTES, len(payload))
+        try:
+            epoch, offset = await ctx.hub.publish(channel, payload)
+        except BackplaneUnavailable:
+            raise web.HTTPServiceUnavailable(text="backplane unavailable\n") from None
+        return web.json_response({"channel": channel, "epoch": epoch, "offset": offset})
+
+    app.router.add_post("/ticker/api/publish", publish)
+
+
+def _target(body: object) -> str:
+    if not isinstance(body, dict) or "data" not in body:
+        raise web.HTTPBadRequest(text='body: {"user": "...", "data": {...}} or {"channel": ...}\n')
+    user, channel = body.get("user"), body.get("channel")
+    if isinstance(user, str) and channel is None:
+        channel = personal_channel(user)
+        if CHANNEL_PATTERN.fullmatch(channel):
+            return channel
+    elif isinstance(channel, str) and user is None and SYMBOL_PATTERN.fullmatch(channel):
+        return channel
+    raise web.HTTPBadRequest(text="give exactly one of a valid user or symbol channel\n")
+
+
+SPEC = ServiceSpec(
+    name="ticker",
+    policy=TickerChannels(),
+    on_connect=subscribe_personal_channel,
+    setup=add_publish_api,
+    static_dir=Path(__file__).parent / "static",
+)
+
+
+def create_app(settings: Settings, backplane: Backplane | None = None) -> web.Application:
+    return build_app(settings, SPEC, backplane)

@@ -1,0 +1,71 @@
+"""Telephony presence in-process: watch, online/offline events, across replicas, TTL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import connect
+from helpers import receive_op
+
+from services.telephony.app import create_app
+
+
+async def test_watch_reports_state_then_changes(replicas):
+    client = await replicas.start(create_app, "telephony")
+    alice = await connect(client, "telephony", "alice")
+    await alice.send_json({"op": "watch", "id": 3, "users": ["bob", "carol"]})
+    state = await receive_op(alice, "presence_state")
+    assert state == {
+        "op": "presence_state",
+        "id": 3,
+        "users": {"bob": "offline", "carol": "offline"},
+    }
+    bob = await connect(client, "telephony", "bob")
+    assert await receive_op(alice, "presence") == {
+        "op": "presence",
+        "user": "bob",
+        "status": "online",
+    }
+    await bob.close()
+    assert (await receive_op(alice, "presence"))["status"] == "offline"
+
+
+async def test_presence_across_replicas_and_several_connections(replicas):
+    one = await replicas.start(create_app, "telephony", node_id="one")
+    two = await replicas.start(create_app, "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    await alice.send_json({"op": "watch", "id": 1, "users": ["bob"]})
+    await receive_op(alice, "presence_state")
+    bob_phone = await connect(two, "telephony", "bob")
+    assert (await receive_op(alice, "presence"))["status"] == "online"
+    bob_laptop = await connect(one, "telephony", "bob")
+    await bob_phone.close()  # still online on the laptop: no event
+    await bob_laptop.close()
+    event = await receive_op(alice, "presence")
+    assert event == {"op": "presence", "user": "bob", "status": "offline"}
+
+
+async def test_dead_replica_users_expire(replicas):
+    one = await replicas.start(create_app, "telephony", node_id="one", presence_ttl_seconds=0.6)
+    two = await replicas.start(create_app, "telephony", node_id="two", presence_ttl_seconds=0.6)
+    alice = await connect(one, "telephony", "alice")
+    await alice.send_json({"op": "watch", "id": 1, "users": ["bob"]})
+    await receive_op(alice, "presence_state")
+    await connect(two, "telephony", "bob")
+    assert (await receive_op(alice, "presence"))["status"] == "online"
+    # Replica two dies without cleaning up: stop its refresh loop, then wait for expiry.
+    tracker = two.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT]
+    tracker.extras["presence"]._local.clear()
+    event = await asyncio.wait_for(receive_op(alice, "presence", timeout=5), 5)
+    assert event["status"] == "offline"
+
+
+async def test_bad_watch_frames(replicas):
+    client = await replicas.start(create_app, "telephony")
+    ws = await connect(client, "telephony", "alice")
+    await ws.send_json({"op": "watch", "id": 1, "users": "bob"})
+    assert (await receive_op(ws, "error"))["code"] == "bad_request"
+    await ws.send_json({"op": "watch", "id": 2, "users": ["bad user"]})
+    assert (await receive_op(ws, "error"))["code"] == "bad_request"
+    await ws.send_json({"op": "sub", "id": 3, "ch": "presence"})
+    assert (await receive_op(ws, "error"))["code"] == "not_found"

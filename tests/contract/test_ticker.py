@@ -1,0 +1,91 @@
+"""Ticker gateway in-process: snapshot on subscribe, live prices, notifications."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from conftest import connect
+from helpers import collect_msgs, receive_op
+
+from services.kit.hub import ChannelHub
+from services.ticker.app import create_app
+from services.ticker.feed import FeedSettings, run_feed
+
+API_KEY = "test-api-key"
+
+
+async def test_personal_channel_is_subscribed_on_connect(replicas):
+    client = await replicas.start(create_app, "ticker")
+    ws = await connect(client, "ticker", "alice")
+    auto = await receive_op(ws, "subscribed")
+    assert auto["ch"] == "user:alice" and "id" not in auto
+
+
+async def test_snapshot_is_the_latest_price_then_live(replicas):
+    client = await replicas.start(create_app, "ticker")
+    feed_backplane = replicas.new_backplane()
+    hub = ChannelHub(feed_backplane, "ticker")
+    for price in (100.0, 101.5, 99.25):
+        await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": price}))
+    ws = await connect(client, "ticker", "alice")
+    await receive_op(ws, "subscribed")  # personal channel
+    await ws.send_json({"op": "sub", "id": 1, "ch": "AAPL"})
+    snapshot = await receive_op(ws, "subscribed")
+    assert [p["data"]["price"] for p in snapshot["publications"]] == [99.25]
+    await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 98.0}))
+    [live] = await collect_msgs(ws, 1)
+    assert live["data"]["price"] == 98.0 and live["offset"] == snapshot["offset"] + 1
+
+
+async def test_feed_prices_reach_a_subscriber(replicas):
+    client = await replicas.start(create_app, "ticker")
+    stop = asyncio.Event()
+    settings = FeedSettings(symbols=("AAPL", "MSFT"), interval_seconds=0.05, internal_port=0)
+    task = asyncio.create_task(run_feed(settings, stop, replicas.new_backplane()))
+    try:
+        ws = await connect(client, "ticker", "alice")
+        await receive_op(ws, "subscribed")
+        await ws.send_json({"op": "sub", "id": 1, "ch": "MSFT"})
+        await receive_op(ws, "subscribed")
+        live = await collect_msgs(ws, 3)
+        assert all(m["ch"] == "MSFT" and m["data"]["price"] > 0 for m in live)
+        offsets = [m["offset"] for m in live]
+        assert offsets == list(range(offsets[0], offsets[0] + 3))
+    finally:
+        stop.set()
+        await task
+
+
+async def test_other_users_channel_is_forbidden_and_clients_cannot_publish(replicas):
+    client = await replicas.start(create_app, "ticker")
+    ws = await connect(client, "ticker", "alice")
+    await receive_op(ws, "subscribed")
+    await ws.send_json({"op": "sub", "id": 1, "ch": "user:bob"})
+    assert (await receive_op(ws, "error"))["code"] == "forbidden"
+    await ws.send_json({"op": "pub", "id": 2, "ch": "AAPL", "data": {"price": 1}})
+    assert (await receive_op(ws, "error"))["code"] == "forbidden"
+
+
+async def test_publish_api_notifies_a_user(replicas):
+    client = await replicas.start(create_app, "ticker", api_key=API_KEY)
+    ws = await connect(client, "ticker", "alice")
+    await receive_op(ws, "subscribed")
+    denied = await client.post("/ticker/api/publish", json={"user": "alice", "data": {}})
+    assert denied.status == 401
+    response = await client.post(
+        "/ticker/api/publish",
+        json={"user": "alice", "data": {"text": "order filled"}},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status == 200
+    body = await response.json()
+    assert body["channel"] == "user:alice" and body["offset"] == 1
+    [note] = await collect_msgs(ws, 1)
+    assert note["ch"] == "user:alice" and note["data"]["text"] == "order filled"
+    bad = await client.post(
+        "/ticker/api/publish",
+        json={"user": "alice", "channel": "AAPL", "data": {}},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert bad.status == 400
