@@ -6,17 +6,19 @@ modules to run the same behaviour against a real Redis.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from helpers import SECRET, receive_op
+from redis_server import running_redis
 
 from services.kit.auth import mint_token
-from services.kit.backplane import Backplane, MemoryBackplane, MemoryBroker
+from services.kit.backplane import Backplane, MemoryBackplane, MemoryBroker, RedisBackplane
 from services.kit.settings import Settings
 
 AppFactory = Callable[[Settings, Backplane | None], web.Application]
@@ -57,10 +59,21 @@ class Replicas:
             await client.close()
 
 
-@pytest.fixture
-def backplane_factory() -> Callable[[], Backplane]:
-    broker = MemoryBroker()
-    return lambda: MemoryBackplane(broker)
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with running_redis() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def backplane_factory(request: pytest.FixtureRequest) -> Callable[[], Backplane]:
+    """Every contract test runs against the memory backplane and a real Redis."""
+    if request.param == "memory":
+        broker = MemoryBroker()
+        return lambda: MemoryBackplane(broker)
+    url = request.getfixturevalue("redis_url")
+    redis.Redis.from_url(url).flushdb()
+    return lambda: RedisBackplane(url, history_size=1000)
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from services.kit.auth import AuthError, check_origin, mint_token, verify_token
+from services.kit.settings import Settings, SettingsError
+
+SECRET = "s" * 32
+
+
+def test_missing_secret_fails_loudly_naming_the_variable():
+    with pytest.raises(SettingsError, match="WWWS_TOKEN_SECRET is required"):
+        Settings.from_env("chat", {})
+
+
+def test_every_problem_is_named_at_once():
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env(
+            "chat", {"WWWS_TOKEN_SECRET": "short", "WWWS_PORT": "eighty", "WWWS_DEV_LOGIN": "?"}
+        )
+    message = str(error.value)
+    assert "32 characters" in message and "WWWS_PORT" in message and "WWWS_DEV_LOGIN" in message
+
+
+def test_defaults_and_origin_from_public_url():
+    settings = Settings.from_env(
+        "chat", {"WWWS_TOKEN_SECRET": SECRET, "WWWS_PUBLIC_URL": "https://localhost:8443/"}
+    )
+    assert settings.allowed_origins == ("https://localhost:8443",)
+    assert settings.port == 8000 and settings.internal_port == 9000
+    assert settings.backplane_url == "memory://"
+
+
+def test_token_round_trip_and_refusals():
+    assert verify_token(mint_token("alice", SECRET), SECRET) == "alice"
+    for bad in (None, "", "x.y.z", mint_token("alice", "t" * 32)):
+        with pytest.raises(AuthError) as error:
+            verify_token(bad, SECRET)
+        assert error.value.status == 401
+    no_exp = jwt.encode({"sub": "alice"}, SECRET, "HS256")
+    with pytest.raises(AuthError):
+        verify_token(no_exp, SECRET)
+    expired = jwt.encode({"sub": "alice", "exp": int(time.time()) - 5}, SECRET, "HS256")
+    with pytest.raises(AuthError, match="expired"):
+        verify_token(expired, SECRET)
+    none_alg = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, "none")
+    with pytest.raises(AuthError):
+        verify_token(none_alg, SECRET)
+
+
+def test_origin_allow_list():
+    check_origin(None, ("https://localhost",))
+    check_origin("https://localhost", ("https://localhost",))
+    with pytest.raises(AuthError) as error:
+        check_origin("https://localhost.evil", ("https://localhost",))
+    assert error.value.status == 403
