@@ -61,7 +61,7 @@ async def test_empty_channel_has_an_epoch(backplanes):
 async def test_history_window_is_bounded(backplane_factory):
     backplane = backplane_factory()
     backplane._history_size = 3
-    for i in range(10):
+    for _i in range(10):
         await backplane.publish("ch", b"{}")
     found = await backplane.read("ch", 0, 100)
     assert [p.offset for p in found.publications] == [8, 9, 10]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from services.kit.outbound import Outbound, text_frame
 from services.kit.ratelimit import FloodGuard, Verdict
@@ -63,4 +64,4 @@ def test_market_is_deterministic_per_seed():
     series = [one.tick() for _ in range(5)]
     assert series == [two.tick() for _ in range(5)]
     assert series != [other.tick() for _ in range(5)]
-    assert all(0.9949 <= b["A"] / a["A"] <= 1.0051 for a, b in zip(series, series[1:]))
+    assert all(0.9949 <= b["A"] / a["A"] <= 1.0051 for a, b in itertools.pairwise(series))
