@@ -1,0 +1,86 @@
+"""e2e fixtures: the whole compose stack (pytest-docker), reached through Traefik + TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from stack import ROOT, Stack
+
+CHAT_REPLICAS = 3
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def stack_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack.create(tmp_path_factory.mktemp("e2e"), chat_replicas=CHAT_REPLICAS)
+    stack.write_env_file()
+    yield stack
+    stack.remove_leftovers()
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command(stack_config: Stack) -> str:
+    # Our own env file: a developer's .env (ports, secrets) never leaks into the test stack.
+    return f'docker compose --env-file "{stack_config.env_file}"'
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> list[str]:
+    return [str(ROOT / "compose.yaml")]
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name(stack_config: Stack) -> str:
+    return stack_config.project
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    # Images are built by `make images` before the tests; --wait blocks until healthy.
+    return ["up -d --no-build --wait --wait-timeout 180"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup() -> list[str]:
+    return ["down -v --remove-orphans --timeout 10"]
+
+
+@pytest.fixture(scope="session")
+def stack(docker_services: object, stack_config: Stack) -> Stack:
+    """The stack, once Traefik routes every service (its docker provider lags `up`)."""
+    asyncio.run(_wait_until_routed(stack_config))
+    return stack_config
+
+
+async def _wait_until_routed(stack: Stack, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = {"/chat/", "/ticker/", "/telephony/"}
+    async with stack.session() as session:
+        while pending and time.monotonic() < deadline:
+            for path in list(pending):
+                try:
+                    async with session.get(stack.base + path) as response:
+                        if response.status == 200:
+                            pending.discard(path)
+                except aiohttp.ClientError:
+                    pass
+            await asyncio.sleep(0.5)
+    if pending:
+        raise RuntimeError(f"Traefik did not route {sorted(pending)} within {timeout}s")
+    # Every chat replica must be in Traefik's pool before tests count on spreading.
+    await asyncio.sleep(2)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
