@@ -1,0 +1,81 @@
+# wwws: make help
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Read VAR from the environment / command line, else from .env, else the default.
+env_get = $(or $($(1)),$(shell sed -n 's/^[[:space:]]*$(1)=//p' .env 2>/dev/null | tail -n1),$(2))
+
+export DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null)
+export COMPOSE_PROJECT_NAME := $(call env_get,COMPOSE_PROJECT_NAME,wwws)
+HTTP_PORT := $(call env_get,HTTP_PORT,80)
+HTTPS_PORT := $(call env_get,HTTPS_PORT,443)
+PROMETHEUS_PORT := $(call env_get,PROMETHEUS_PORT,9090)
+export WWWS_PUBLIC_URL := $(call env_get,WWWS_PUBLIC_URL,https://localhost$(if $(filter 443,$(HTTPS_PORT)),,:$(HTTPS_PORT)))
+export WWWS_APP_IMAGE := $(call env_get,WWWS_APP_IMAGE,wwws-app:dev)
+
+# Prefix for commands that need the image names chosen by deploy/offline-images.sh.
+IMAGES_ENV := deploy/build/images.env
+WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
+COMPOSE := $(WITH_IMAGES) docker compose
+
+.PHONY: help provision images certs env up down ps logs test lint unit e2e
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+provision: ## install/start Docker Engine, Compose v2 and uv (idempotent)
+	@bash deploy/provision.sh
+
+images: ## choose public images or build offline stand-ins, then build the app image
+	@bash deploy/offline-images.sh
+	@$(WITH_IMAGES) t=$$(date +%s); py=$${WWWS_PYTHON_IMAGE:-python:3.11-slim-bookworm}; mkdir -p deploy/build; \
+	  echo "[images] $(WWWS_APP_IMAGE): docker build FROM $$py (log: deploy/build/build-app.log)"; \
+	  if docker build -f services/Dockerfile --build-arg PYTHON_IMAGE="$$py" --build-arg WWWS_PIP_OFFLINE="$${WWWS_PIP_OFFLINE:-0}" \
+	       -t $(WWWS_APP_IMAGE) . >deploy/build/build-app.log 2>&1; \
+	  then echo "[images] $(WWWS_APP_IMAGE): ready in $$(( $$(date +%s) - t ))s"; \
+	  else tail -n 30 deploy/build/build-app.log; echo "[images] $(WWWS_APP_IMAGE): build failed" >&2; exit 1; fi
+
+certs: ## create the local CA and the localhost certificate in deploy/certs (idempotent)
+	@uv run --quiet python -m services.tools.localca --quiet
+
+env: ## create .env from .env.example with generated secrets (if missing)
+	@if [ ! -f .env ]; then \
+	  secret=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))'); \
+	  key=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'); \
+	  sed -e "s|^WWWS_TOKEN_SECRET=.*|WWWS_TOKEN_SECRET=$$secret|" -e "s|^WWWS_TICKER_API_KEY=.*|WWWS_TICKER_API_KEY=$$key|" .env.example >.env; \
+	  chmod 600 .env; echo "[env] created .env with a random WWWS_TOKEN_SECRET and WWWS_TICKER_API_KEY"; \
+	else echo "[env] .env exists, kept"; fi
+
+up: provision images certs env ## start the stack (docker compose up -d --wait) and print the URLs
+	@$(COMPOSE) up -d --wait --no-build
+	@echo
+	@echo "  wwws is up (project $(COMPOSE_PROJECT_NAME)):"
+	@echo "    $(WWWS_PUBLIC_URL)/            landing page"
+	@echo "    $(WWWS_PUBLIC_URL)/chat/  $(WWWS_PUBLIC_URL)/ticker/  $(WWWS_PUBLIC_URL)/telephony/"
+	@echo "    http://127.0.0.1:$(PROMETHEUS_PORT)/targets   Prometheus (one target per replica)"
+	@echo "  TLS is signed by the local CA deploy/certs/ca.crt; e.g."
+	@echo "    curl --cacert deploy/certs/ca.crt $(WWWS_PUBLIC_URL)/"
+	@echo "  trust it in browsers: uv run python -m services.tools.localca (prints how)"
+	@echo "  scale: docker compose up -d --scale chat=3    stop: make down"
+
+down: ## stop and remove the stack (keeps the volumes; `make down V=1` removes them too)
+	@$(COMPOSE) down --remove-orphans $(if $(V),-v)
+
+ps: ## list the stack's containers
+	@$(COMPOSE) ps
+
+logs: ## follow the stack's logs (S=chat for one service)
+	@$(COMPOSE) logs -f --tail=100 $(S)
+
+# Placeholders, rewritten by the services owner.
+test: images certs ## run all tests
+	@$(WITH_IMAGES) uv run pytest
+
+lint: ## ruff + mypy
+	@uv run ruff check . && uv run mypy
+
+unit: ## unit tests only
+	@uv run pytest -m "not e2e"
+
+e2e: images certs ## end-to-end tests against a compose stack
+	@$(WITH_IMAGES) uv run pytest -m e2e
