@@ -13,6 +13,7 @@ __all__ = ["MAX_TEXT_LENGTH", "ChatRooms"]
 
 MAX_TEXT_LENGTH = 2000
 HISTORY_WINDOW = 50
+PUBLISH_RATE = (20.0, 40)  # per connection: 20 messages/s, bursts of 40
 
 
 class ChatRooms(ChannelPolicy):
@@ -22,6 +23,8 @@ class ChatRooms(ChannelPolicy):
     The server stamps ``user`` (from the token) and ``ts`` (ms since the epoch);
     whatever a client sends in those fields is replaced.
     """
+
+    publish_rate = PUBLISH_RATE
 
     def window(self, channel: str) -> int:
         return HISTORY_WINDOW

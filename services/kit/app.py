@@ -50,7 +50,10 @@ def build_app(
     metrics = Metrics.create(spec.name)
     if backplane is None:
         backplane = open_backplane(
-            settings.backplane_url, settings.history_size, settings.history_ttl_seconds
+            settings.backplane_url,
+            settings.history_size,
+            settings.history_ttl_seconds,
+            settings.history_max_age_seconds,
         )
 
     def observe_fanout(publication: Publication, delivered: int) -> None:

@@ -16,6 +16,7 @@ from .hub import SubscribeResult
 from .metrics import Metrics
 from .outbound import Outbound
 from .protocol import CloseCode, subscribed_frame
+from .ratelimit import FloodGuard
 
 __all__ = ["Connection"]
 
@@ -40,6 +41,8 @@ class Connection:
         self._sent_msg = metrics.messages_sent.labels(metrics.service, "msg")
         self._outbound = Outbound(transport, max_queue_bytes, self._slow_consumer)
         self._closing: asyncio.Task[None] | None = None
+        # created on the first `pub` when the service limits publishing
+        self.publish_guard: FloodGuard | None = None
 
     def send(self, frame: bytes, op: str) -> None:
         if self._outbound.put(frame):

@@ -8,6 +8,7 @@ from .connection import Connection
 from .hub import SubscribeResult
 from .protocol import (
     ClientFrame,
+    CloseCode,
     ErrorCode,
     ProtocolError,
     Since,
@@ -17,6 +18,7 @@ from .protocol import (
     require_object,
     subscribed_frame,
 )
+from .ratelimit import FloodGuard, Verdict
 from .service import OpHandler, ServiceContext
 
 __all__ = ["CHANNEL_OPS", "MAX_SUBSCRIPTIONS", "subscribe", "unsubscribe"]
@@ -88,9 +90,20 @@ async def unsubscribe(ctx: ServiceContext, conn: Connection, channel: str) -> No
 
 
 async def op_pub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    policy = ctx.spec.policy
+    if policy.publish_rate is not None:
+        if conn.publish_guard is None:
+            conn.publish_guard = FloodGuard(*policy.publish_rate)
+        verdict = conn.publish_guard.check()
+        if verdict is Verdict.CLOSE:
+            conn.close_soon(CloseCode.RATE_LIMITED, "publishing too fast")
+            return
+        if verdict is Verdict.REFUSE:
+            rate, burst = policy.publish_rate
+            message = f"at most {rate:g} publications/s (bursts of {burst})"
+            raise ProtocolError(ErrorCode.RATE_LIMITED, message, frame.id)
     channel = require_channel(frame)
     data = require_object(frame, "data")
-    policy = ctx.spec.policy
     data = policy.prepare_publish(conn, channel, data, frame)
     payload = orjson.dumps(data)
     if len(payload) > policy.max_data_bytes:

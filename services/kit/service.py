@@ -27,6 +27,9 @@ class ChannelPolicy:
 
     #: largest serialised ``data`` of one publication
     max_data_bytes = 16 * 1024
+    #: ``pub`` frames per second per connection and the burst allowed; None: only the
+    #: connection-wide frame limit applies
+    publish_rate: tuple[float, int] | None = None
 
     def window(self, channel: str) -> int:
         """Publications in a ``subscribed`` reply that did not recover from ``since``."""

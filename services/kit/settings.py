@@ -37,6 +37,7 @@ class Settings:
     outbound_queue_bytes: int = 1024 * 1024
     history_size: int = 1000
     history_ttl_seconds: float = 86400.0
+    history_max_age_seconds: float = 0.0
     presence_ttl_seconds: float = 60.0
     dev_login: bool = False
     api_key: str | None = None
@@ -74,6 +75,9 @@ class Settings:
             ),
             history_size=reader.integer("WWWS_HISTORY_SIZE", cls.history_size),
             history_ttl_seconds=reader.number("WWWS_HISTORY_TTL_SECONDS", cls.history_ttl_seconds),
+            history_max_age_seconds=reader.number(
+                "WWWS_HISTORY_MAX_AGE_SECONDS", cls.history_max_age_seconds
+            ),
             presence_ttl_seconds=reader.number(
                 "WWWS_PRESENCE_TTL_SECONDS", cls.presence_ttl_seconds
             ),

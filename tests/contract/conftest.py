@@ -66,14 +66,14 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def backplane_factory(request: pytest.FixtureRequest) -> Callable[[], Backplane]:
+def backplane_factory(request: pytest.FixtureRequest) -> Callable[..., Backplane]:
     """Every contract test runs against the memory backplane and a real Redis."""
     if request.param == "memory":
         broker = MemoryBroker()
-        return lambda: MemoryBackplane(broker)
+        return lambda **options: MemoryBackplane(broker, **options)
     url = request.getfixturevalue("redis_url")
     redis.Redis.from_url(url).flushdb()
-    return lambda: RedisBackplane(url, history_size=1000)
+    return lambda **options: RedisBackplane(url, **options)
 
 
 @pytest.fixture

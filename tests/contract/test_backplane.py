@@ -29,7 +29,7 @@ async def backplanes(backplane_factory):
     made = []
 
     def make(**kwargs):
-        backplane = backplane_factory()
+        backplane = backplane_factory(**kwargs)
         made.append(backplane)
         return backplane
 
@@ -58,15 +58,25 @@ async def test_empty_channel_has_an_epoch(backplanes):
     assert (epoch, offset) == (first.epoch, 1)
 
 
-async def test_history_window_is_bounded(backplane_factory):
-    backplane = backplane_factory()
-    backplane._history_size = 3
+async def test_history_window_is_bounded_by_count(backplanes):
+    backplane = backplanes(history_size=3)
     for _i in range(10):
         await backplane.publish("ch", b"{}")
     found = await backplane.read("ch", 0, 100)
     assert [p.offset for p in found.publications] == [8, 9, 10]
     assert found.first == 8 and not found.covers(5) and found.covers(7)
-    await backplane.close()
+
+
+async def test_history_window_is_bounded_by_age(backplanes):
+    backplane = backplanes(history_max_age=0.3)
+    for _ in range(3):
+        await backplane.publish("ch", b"{}")
+    await asyncio.sleep(0.5)
+    assert (await backplane.read("ch", 0, 100)).publications == []
+    await backplane.publish("ch", b"{}")
+    found = await backplane.read("ch", 0, 100)
+    assert [p.offset for p in found.publications] == [4]
+    assert found.first == 4 and not found.covers(0) and found.covers(3)
 
 
 async def test_concurrent_publishes_are_ordered_the_same_everywhere(backplanes):
@@ -157,11 +167,12 @@ async def test_hub_fills_a_gap_in_live_delivery(backplanes):
     if isinstance(backplane, RedisBackplane):
         meta, stream, _ = "wwws:{t:room}:m", "wwws:{t:room}:s", None
         await backplane._redis.hincrby(meta, "top", 1)
-        await backplane._redis.xadd(stream, {"d": b'{"lost":1}'}, id="1-0")
+        await backplane._redis.xadd(stream, {"d": b'{"lost":1}', "t": 0}, id="1-0")
     else:
         stream = backplane._stream("t:room")
         stream.top += 1
         stream.entries.append(Publication(1, b'{"lost":1}'))
+        stream.published_at.append(0.0)
     await hub.publish("room", b"{}")
     for _ in range(100):
         if len(recorder.offsets) == 2:

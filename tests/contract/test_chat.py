@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import aiohttp
+
 from conftest import connect
 from helpers import collect_msgs, receive_op
 
@@ -118,3 +120,22 @@ async def test_history_pages_backwards(replicas):
     await ws.send_json({"op": "history", "id": "h2", "ch": "lobby", "before": 7, "limit": 4})
     page = await receive_op(ws, "history")
     assert [p["offset"] for p in page["publications"]] == [3, 4, 5, 6]
+
+
+async def test_publish_flood_is_rate_limited_then_closed_4129(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat")
+    await join(ws, "lobby")
+    for i in range(90):
+        await ws.send_json({"op": "pub", "id": i, "ch": "lobby", "data": {"text": "spam"}})
+    acks = refusals = 0
+    while True:
+        message = await ws.receive(timeout=5)
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            break
+        frame = message.json()
+        acks += frame["op"] == "ack"
+        refusals += frame.get("code") == "rate_limited"
+    assert acks >= 40  # the burst (plus what refilled while sending)
+    assert refusals == 20  # 20 strikes allowed, the 21st closes
+    assert ws.close_code == 4129

@@ -20,10 +20,15 @@ __all__ = [
 ]
 
 
-def open_backplane(url: str, history_size: int, history_ttl: float) -> Backplane:
+def open_backplane(
+    url: str, history_size: int, history_ttl: float, history_max_age: float = 0.0
+) -> Backplane:
+    """``history_size``: publications kept per channel; ``history_max_age``: seconds a
+    publication stays in history (0: no age limit); ``history_ttl``: an idle channel's
+    stream expires this long after its last publication (its epoch then changes)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return MemoryBackplane(history_size=history_size)
+        return MemoryBackplane(history_size=history_size, history_max_age=history_max_age)
     if scheme in ("redis", "rediss", "unix"):
-        return RedisBackplane(url, history_size=history_size, history_ttl=history_ttl)
+        return RedisBackplane(url, history_size, history_ttl, history_max_age)
     raise ValueError(f"unsupported backplane URL {url!r}: use memory:// or redis://host:port/db")

@@ -22,6 +22,7 @@ class _Stream:
     epoch: str = field(default_factory=lambda: secrets.token_hex(4))
     top: int = 0
     entries: deque[Publication] = field(default_factory=deque)
+    published_at: deque[float] = field(default_factory=deque)  # parallel to entries
 
 
 class MemoryBroker:
@@ -38,8 +39,14 @@ _PROCESS_BROKER = MemoryBroker()
 
 
 class MemoryBackplane(Backplane):
-    def __init__(self, broker: MemoryBroker | None = None, history_size: int = 1000) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker | None = None,
+        history_size: int = 1000,
+        history_max_age: float = 0.0,
+    ) -> None:
         super().__init__()
+        self._history_max_age = history_max_age
         self._broker = _PROCESS_BROKER if broker is None else broker
         self._history_size = history_size
         self._streams = self._broker.streams
@@ -49,6 +56,11 @@ class MemoryBackplane(Backplane):
         stream = self._streams.get(channel)
         if stream is None:
             stream = self._streams[channel] = _Stream()
+        if self._history_max_age > 0:
+            cutoff = time.time() - self._history_max_age
+            while stream.published_at and stream.published_at[0] < cutoff:
+                stream.entries.popleft()
+                stream.published_at.popleft()
         return stream
 
     def _result(self, stream: _Stream, publications: list[Publication]) -> ReadResult:
@@ -60,8 +72,10 @@ class MemoryBackplane(Backplane):
         stream.top += 1
         publication = Publication(stream.top, data)
         stream.entries.append(publication)
+        stream.published_at.append(time.time())
         while len(stream.entries) > self._history_size:
             stream.entries.popleft()
+            stream.published_at.popleft()
         for listener in list(self._broker.listeners.get(channel, ())):
             listener._deliver(channel, stream.epoch, publication)
         return stream.epoch, stream.top

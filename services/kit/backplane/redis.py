@@ -24,7 +24,31 @@ __all__ = ["RedisBackplane"]
 
 log = logging.getLogger(__name__)
 
-_PUBLISH = """
+# Drop entries older than the age limit (ARGV max age ms; 0 = none). Entries carry their
+# publish time in field 't', so the window is count- and age-bounded.
+_TRIM_BY_AGE = """
+local function trim_by_age(stream, max_age)
+  if max_age <= 0 then return end
+  local now = redis.call('TIME')
+  local cutoff = now[1] * 1000 + math.floor(now[2] / 1000) - max_age
+  while true do
+    local batch = redis.call('XRANGE', stream, '-', '+', 'COUNT', 64)
+    if #batch == 0 then return end
+    for _, entry in ipairs(batch) do
+      if tonumber(entry[2][4]) >= cutoff then
+        redis.call('XTRIM', stream, 'MINID', entry[1])
+        return
+      end
+    end
+    local last = tonumber(string.match(batch[#batch][1], '^(%d+)'))
+    redis.call('XTRIM', stream, 'MINID', (last + 1) .. '-0')
+  end
+end
+"""
+
+_PUBLISH = (
+    _TRIM_BY_AGE
+    + """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[2]
@@ -32,15 +56,21 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
 end
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'd', ARGV[1])
+local now = redis.call('TIME')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'd', ARGV[1], 't', now_ms)
+trim_by_age(KEYS[2], tonumber(ARGV[6]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], epoch .. ':' .. top .. ':' .. ARGV[1])
 return {epoch, top}
 """
+)
 
-# ARGV: mode (after|latest|before), offset, limit, new epoch, ttl ms
-_READ = """
+# ARGV: mode (after|latest|before), offset, limit, new epoch, ttl ms, max age ms
+_READ = (
+    _TRIM_BY_AGE
+    + """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[4]
@@ -48,6 +78,7 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
+trim_by_age(KEYS[2], tonumber(ARGV[6]))
 local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
 local first = top + 1
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
@@ -65,6 +96,7 @@ if limit > 0 then
 end
 return {epoch, top, first, entries}
 """
+)
 
 _PRESENCE_ADD = """
 local now = redis.call('TIME')
@@ -123,8 +155,10 @@ class RedisBackplane(Backplane):
         url: str,
         history_size: int = 1000,
         history_ttl: float = 86400.0,
+        history_max_age: float = 0.0,
     ) -> None:
         super().__init__()
+        self._history_max_age_ms = int(history_max_age * 1000)
         self._history_size = history_size
         self._history_ttl_ms = int(history_ttl * 1000)
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
@@ -153,13 +187,27 @@ class RedisBackplane(Backplane):
 
     async def publish(self, channel: str, data: bytes) -> tuple[str, int]:
         meta, stream, pubsub = _stream_keys(channel)
-        args = [data, secrets.token_hex(4), self._history_size, self._history_ttl_ms, pubsub]
+        args = [
+            data,
+            secrets.token_hex(4),
+            self._history_size,
+            self._history_ttl_ms,
+            pubsub,
+            self._history_max_age_ms,
+        ]
         epoch, top = await self._call(self._publish_script, [meta, stream], args)
         return epoch.decode(), int(top)
 
     async def _read(self, channel: str, mode: str, offset: int, limit: int) -> ReadResult:
         meta, stream, _ = _stream_keys(channel)
-        args = [mode, offset, limit, secrets.token_hex(4), self._history_ttl_ms]
+        args = [
+            mode,
+            offset,
+            limit,
+            secrets.token_hex(4),
+            self._history_ttl_ms,
+            self._history_max_age_ms,
+        ]
         epoch, top, first, entries = await self._call(self._read_script, [meta, stream], args)
         publications = [
             Publication(int(entry_id.split(b"-", 1)[0]), fields[1]) for entry_id, fields in entries
