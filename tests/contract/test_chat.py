@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import aiohttp
-
 from conftest import connect
 from helpers import collect_msgs, receive_op
 
