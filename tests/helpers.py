@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+INTERLEAVED = {"msg", "join", "leave"}
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
@@ -20,14 +21,15 @@ async def receive_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0
 async def receive_op(
     ws: aiohttp.ClientWebSocketResponse, op: str, timeout: float = 5.0
 ) -> dict[str, Any]:
-    """The next frame with ``op``; fails on anything else in between except ``msg``."""
+    """The next frame with ``op``; fails on anything else in between except the frames
+    that may interleave with any reply: ``msg``, ``join`` and ``leave``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         frame = await receive_json(ws, max(0.01, deadline - loop.time()))
         if frame["op"] == op:
             return dict(frame)
-        assert frame["op"] == "msg", f"expected {op}, got {frame}"
+        assert frame["op"] in INTERLEAVED, f"expected {op}, got {frame}"
 
 
 async def collect_msgs(

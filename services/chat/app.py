@@ -20,6 +20,7 @@ from services.kit.protocol import (
 from services.kit.service import ServiceContext, ServiceSpec
 from services.kit.settings import Settings
 
+from .membership import op_members, room_joined, room_left, setup_membership
 from .rooms import ChatRooms
 
 __all__ = ["create_app"]
@@ -45,7 +46,10 @@ async def op_history(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
 SPEC = ServiceSpec(
     name="chat",
     policy=ChatRooms(),
-    ops={"history": op_history},
+    ops={"history": op_history, "members": op_members},
+    on_subscribe=room_joined,
+    on_unsubscribe=room_left,
+    setup=setup_membership,
     static_dir=Path(__file__).parent / "static",
     serves_landing=True,
 )

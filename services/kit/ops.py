@@ -71,6 +71,8 @@ async def subscribe(
         ctx.metrics.subscriptions.dec()
         raise
     ctx.metrics.channels.set(ctx.hub.channel_count)
+    if ctx.spec.on_subscribe is not None:
+        await ctx.spec.on_subscribe(ctx, conn, channel)
     return result
 
 
@@ -83,6 +85,8 @@ async def op_unsub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) ->
 
 
 async def unsubscribe(ctx: ServiceContext, conn: Connection, channel: str) -> None:
+    if ctx.spec.on_unsubscribe is not None:
+        await ctx.spec.on_unsubscribe(ctx, conn, channel)
     conn.subscriptions.discard(channel)
     ctx.metrics.subscriptions.dec()
     await ctx.hub.unsubscribe(conn, channel)

@@ -50,6 +50,7 @@ class ChannelPolicy:
 
 OpHandler = Callable[["ServiceContext", "Connection", ClientFrame], Awaitable[None]]
 ConnectionHook = Callable[["ServiceContext", "Connection"], Awaitable[None]]
+ChannelHook = Callable[["ServiceContext", "Connection", str], Awaitable[None]]
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
@@ -60,6 +61,9 @@ class ServiceSpec:
     ops: Mapping[str, OpHandler] = field(default_factory=dict)
     on_connect: ConnectionHook | None = None
     on_disconnect: ConnectionHook | None = None
+    #: after a subscription is made / before it is removed (chat membership)
+    on_subscribe: ChannelHook | None = None
+    on_unsubscribe: ChannelHook | None = None
     #: adds routes (APIs) and cleanup contexts (background tasks) to the app
     setup: Callable[[web.Application, ServiceContext], None] | None = None
     #: folder with the service's web page (index.html)

@@ -1,4 +1,4 @@
-"""The telephony service: presence now; call signalling builds on it."""
+"""The telephony service: server-watched presence; call signalling builds on it."""
 
 from __future__ import annotations
 
@@ -19,20 +19,22 @@ from services.kit.protocol import (
     encode,
     require_str_list,
 )
+from services.kit.roster import Roster
 from services.kit.service import ChannelPolicy, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
-
-from .presence import PresenceTracker
 
 __all__ = ["create_app"]
 
 MAX_WATCHED = 200
-TRACKER = "presence"
+ONLINE = "online"  # the roster group of every connected user
+# Not a valid client channel name ('#'), so no client can subscribe or publish to it.
+EVENTS_CHANNEL = "#presence"
+ROSTER = "roster"
 
 
-def tracker(ctx: ServiceContext) -> PresenceTracker:
-    found = ctx.extras[TRACKER]
-    assert isinstance(found, PresenceTracker)
+def roster(ctx: ServiceContext) -> Roster:
+    found = ctx.extras[ROSTER]
+    assert isinstance(found, Roster)
     return found
 
 
@@ -44,26 +46,39 @@ def _users(frame: ClientFrame) -> list[str]:
     return list(dict.fromkeys(users))
 
 
+def _status(present: bool) -> str:
+    return "online" if present else "offline"
+
+
+def send_presence(conn: Connection, group: str, user: str, present: bool) -> None:
+    conn.send(encode({"op": "presence", "user": user, "status": _status(present)}), "presence")
+
+
 async def op_watch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
-    presence = tracker(ctx)
-    state = await presence.watch(conn, users)
-    conn.send(encode({"op": "presence_state", "id": frame.id, "users": state}), "presence_state")
-    presence.confirm(conn, state)
+    state = await roster(ctx).listen_users(ONLINE, users, conn)
+    reply = {
+        "op": "presence_state",
+        "id": frame.id,
+        "users": {u: _status(p) for u, p in state.items()},
+    }
+    conn.send(encode(reply), "presence_state")
+    roster(ctx).activate(conn)
 
 
 async def op_unwatch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
-    tracker(ctx).unwatch(conn, users)
+    roster(ctx).unlisten_users(ONLINE, users, conn)
     conn.send(encode({"op": "unwatched", "id": frame.id, "users": users}), "unwatched")
 
 
 async def on_connect(ctx: ServiceContext, conn: Connection) -> None:
-    await tracker(ctx).connected(conn)
+    await roster(ctx).join(ONLINE, conn)
 
 
 async def on_disconnect(ctx: ServiceContext, conn: Connection) -> None:
-    await tracker(ctx).disconnected(conn)
+    roster(ctx).drop(conn)
+    await roster(ctx).leave(ONLINE, conn)
 
 
 class NoChannels(ChannelPolicy):
@@ -79,13 +94,18 @@ class NoChannels(ChannelPolicy):
 
 
 def setup(app: web.Application, ctx: ServiceContext) -> None:
-    presence = PresenceTracker(
-        ctx.backplane, ctx.hub, ctx.settings.node_id, ctx.settings.presence_ttl_seconds
+    online = Roster(
+        ctx.backplane,
+        ctx.hub,
+        ctx.settings.node_id,
+        ctx.settings.presence_ttl_seconds,
+        events_channel=lambda _: EVENTS_CHANNEL,
+        notify=send_presence,
     )
-    ctx.extras[TRACKER] = presence
+    ctx.extras[ROSTER] = online
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        async for state in presence.lifecycle():
+        async for state in online.lifecycle():
             yield state
 
     app.cleanup_ctx.append(lifecycle)

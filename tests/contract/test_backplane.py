@@ -181,16 +181,25 @@ async def test_hub_fills_a_gap_in_live_delivery(backplanes):
     assert recorder.offsets == [1, 2]
 
 
-async def test_presence_members_and_expiry(backplanes):
+async def test_presence_counts_users_once_and_expires(backplanes):
     backplane = backplanes()
-    assert await backplane.presence_add("bob", "r1/a", ttl=5) is True
-    assert await backplane.presence_add("bob", "r2/b", ttl=0.3) is False
-    assert await backplane.presence_present(["bob", "carol"]) == {"bob": True, "carol": False}
-    assert await backplane.presence_remove("bob", "r1/a") is False  # r2/b still there
+    assert await backplane.presence_join("room", "bob", "r1/a", ttl=5) is True
+    assert await backplane.presence_join("room", "bob", "r2/b", ttl=0.3) is False
+    assert await backplane.presence_join("room", "carol", "r1/c", ttl=5) is True
+    assert await backplane.presence_members("room") == {"bob", "carol"}
+    assert await backplane.presence_contains("room", ["bob", "dave"]) == {
+        "bob": True,
+        "dave": False,
+    }
+    assert await backplane.presence_leave("room", "bob", "r1/a") is False  # r2/b remains
+    assert await backplane.presence_members("room") == {"bob", "carol"}
+    await asyncio.sleep(0.5)  # r2/b expires: its replica stopped refreshing
+    assert await backplane.presence_members("room") == {"carol"}
+    assert await backplane.presence_contains("room", ["bob"]) == {"bob": False}
+    assert await backplane.presence_join("room", "bob", "r1/d", ttl=0.3) is True
+    await backplane.presence_refresh([("room", "bob", "r1/d"), ("room", "x", "gone")], ttl=5)
     await asyncio.sleep(0.5)
-    assert await backplane.presence_present(["bob"]) == {"bob": False}
-    assert await backplane.presence_add("bob", "r1/c", ttl=0.3) is True
-    await backplane.presence_refresh([("bob", "r1/c")], ttl=5)
-    await asyncio.sleep(0.5)
-    assert await backplane.presence_present(["bob"]) == {"bob": True}
-    assert await backplane.presence_remove("bob", "r1/c") is True
+    assert await backplane.presence_members("room") == {"bob", "carol"}
+    assert await backplane.presence_leave("room", "bob", "r1/d") is True
+    assert await backplane.presence_leave("room", "bob", "r1/d") is False
+    assert await backplane.presence_members("other") == set()

@@ -138,3 +138,55 @@ async def test_publish_flood_is_rate_limited_then_closed_4129(replicas):
     assert acks >= 40  # the burst (plus what refilled while sending)
     assert refusals == 20  # 20 strikes allowed, the 21st closes
     assert ws.close_code == 4129
+
+
+async def test_membership_join_leave_and_members_across_replicas(replicas):
+    one = await replicas.start(create_app, "chat", node_id="one")
+    two = await replicas.start(create_app, "chat", node_id="two")
+    alice = await connect(one, "chat", "alice")
+    await join(alice, "lobby")
+    assert await receive_op(alice, "join") == {"op": "join", "ch": "lobby", "user": "alice"}
+    bob_phone = await connect(two, "chat", "bob")
+    await join(bob_phone, "lobby")
+    assert await receive_op(alice, "join") == {"op": "join", "ch": "lobby", "user": "bob"}
+    bob_laptop = await connect(one, "chat", "bob")
+    await join(bob_laptop, "lobby")  # bob is already in: no second join
+    await alice.send_json({"op": "members", "id": "m", "ch": "lobby"})
+    members = await receive_op(alice, "members")
+    assert members == {"op": "members", "id": "m", "ch": "lobby", "users": ["alice", "bob"]}
+    await bob_phone.close()
+    await bob_laptop.send_json({"op": "unsub", "id": 9, "ch": "lobby"})
+    await receive_op(bob_laptop, "unsubscribed")
+    # one leave, only after bob's last connection left the room
+    assert await receive_op(alice, "leave") == {"op": "leave", "ch": "lobby", "user": "bob"}
+    await alice.send_json({"op": "members", "id": "m2", "ch": "lobby"})
+    assert (await receive_op(alice, "members"))["users"] == ["alice"]
+
+
+async def test_members_of_a_dead_replica_leave_after_the_ttl(replicas):
+    one = await replicas.start(create_app, "chat", node_id="one", presence_ttl_seconds=0.6)
+    two = await replicas.start(create_app, "chat", node_id="two", presence_ttl_seconds=0.6)
+    alice = await connect(one, "chat", "alice")
+    await join(alice, "lobby")
+    await receive_op(alice, "join")
+    bob = await connect(two, "chat", "bob")
+    await join(bob, "lobby")
+    assert (await receive_op(alice, "join"))["user"] == "bob"
+    # replica two stops refreshing, as if it died
+    two.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT].extras[
+        "membership"
+    ]._local.clear()
+    assert await receive_op(alice, "leave", timeout=5) == {
+        "op": "leave",
+        "ch": "lobby",
+        "user": "bob",
+    }
+
+
+async def test_members_needs_a_subscription_and_membership_channels_are_private(replicas):
+    client = await replicas.start(create_app, "chat")
+    ws = await connect(client, "chat")
+    await ws.send_json({"op": "members", "id": 1, "ch": "lobby"})
+    assert (await receive_op(ws, "error"))["code"] == "forbidden"
+    await ws.send_json({"op": "sub", "id": 2, "ch": "#members:lobby"})
+    assert (await receive_op(ws, "error"))["code"] == "bad_request"

@@ -95,21 +95,28 @@ class Backplane(abc.ABC):
     async def unlisten(self, channel: str) -> None: ...
 
     # -- presence -------------------------------------------------------------------
+    # A group (a room, or "everyone online") holds users; a user is present while at
+    # least one of their connections has an unexpired entry. Replicas refresh their own
+    # connections; a dead replica's entries expire after ``ttl``.
     @abc.abstractmethod
-    async def presence_add(self, key: str, member: str, ttl: float) -> bool:
-        """Add or refresh ``member``; True when ``key`` went from empty to present."""
+    async def presence_join(self, group: str, user: str, conn: str, ttl: float) -> bool:
+        """Add or refresh ``conn`` of ``user``; True when ``user`` was not present before."""
 
     @abc.abstractmethod
-    async def presence_remove(self, key: str, member: str) -> bool:
-        """Remove ``member``; True when ``key`` went from present to empty."""
+    async def presence_leave(self, group: str, user: str, conn: str) -> bool:
+        """Remove ``conn``; True when it was ``user``'s last connection in ``group``."""
 
     @abc.abstractmethod
-    async def presence_refresh(self, entries: Iterable[tuple[str, str]], ttl: float) -> None:
-        """Extend the TTL of live ``(key, member)`` entries (a replica's heartbeat)."""
+    async def presence_refresh(self, entries: Iterable[tuple[str, str, str]], ttl: float) -> None:
+        """Extend the entries ``(group, user, conn)`` that still exist."""
 
     @abc.abstractmethod
-    async def presence_present(self, keys: Iterable[str]) -> dict[str, bool]:
-        """Whether each key has at least one unexpired member."""
+    async def presence_members(self, group: str) -> set[str]:
+        """The users present in ``group``."""
+
+    @abc.abstractmethod
+    async def presence_contains(self, group: str, users: Iterable[str]) -> dict[str, bool]:
+        """Whether each of ``users`` is present in ``group``."""
 
     # -- lifecycle ------------------------------------------------------------------
     @abc.abstractmethod

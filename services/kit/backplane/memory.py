@@ -32,7 +32,8 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.streams: dict[str, _Stream] = {}
         self.listeners: dict[str, set[MemoryBackplane]] = {}
-        self.presence: dict[str, dict[str, float]] = {}
+        # group -> user -> connection -> expiry (monotonic seconds)
+        self.presence: dict[str, dict[str, dict[str, float]]] = {}
 
 
 _PROCESS_BROKER = MemoryBroker()
@@ -109,35 +110,46 @@ class MemoryBackplane(Backplane):
         """Forget a channel's stream, as Redis does when it loses its data (tests)."""
         self._streams.pop(channel, None)
 
-    def _live_members(self, key: str) -> dict[str, float]:
+    def _conns(self, group: str, user: str) -> dict[str, float]:
         now = time.monotonic()
-        members = self._presence.get(key, {})
-        for member in [m for m, expiry in members.items() if expiry <= now]:
-            del members[member]
-        return members
+        users = self._presence.setdefault(group, {})
+        conns = users.setdefault(user, {})
+        for conn in [c for c, expiry in conns.items() if expiry <= now]:
+            del conns[conn]
+        if not conns:
+            del users[user]
+            if not users:
+                del self._presence[group]
+        return conns
 
-    async def presence_add(self, key: str, member: str, ttl: float) -> bool:
-        members = self._live_members(key)
-        was_empty = not members
-        members[member] = time.monotonic() + ttl
-        self._presence[key] = members
-        return was_empty
+    async def presence_join(self, group: str, user: str, conn: str, ttl: float) -> bool:
+        conns = self._conns(group, user)
+        was_absent = not conns
+        conns[conn] = time.monotonic() + ttl
+        self._presence.setdefault(group, {})[user] = conns
+        return was_absent
 
-    async def presence_remove(self, key: str, member: str) -> bool:
-        members = self._live_members(key)
-        if members.pop(member, None) is None:
+    async def presence_leave(self, group: str, user: str, conn: str) -> bool:
+        conns = self._conns(group, user)
+        if conns.pop(conn, None) is None:
             return False
-        return not members
+        if not conns:
+            self._conns(group, user)  # drops the empty entry
+            return True
+        return False
 
-    async def presence_refresh(self, entries: Iterable[tuple[str, str]], ttl: float) -> None:
+    async def presence_refresh(self, entries: Iterable[tuple[str, str, str]], ttl: float) -> None:
         expiry = time.monotonic() + ttl
-        for key, member in entries:
-            members = self._live_members(key)
-            if member in members:
-                members[member] = expiry
+        for group, user, conn in entries:
+            conns = self._conns(group, user)
+            if conn in conns:
+                conns[conn] = expiry
 
-    async def presence_present(self, keys: Iterable[str]) -> dict[str, bool]:
-        return {key: bool(self._live_members(key)) for key in keys}
+    async def presence_members(self, group: str) -> set[str]:
+        return {user for user in list(self._presence.get(group, {})) if self._conns(group, user)}
+
+    async def presence_contains(self, group: str, users: Iterable[str]) -> dict[str, bool]:
+        return {user: bool(self._conns(group, user)) for user in users}
 
     async def ping(self) -> None:
         return None

@@ -98,46 +98,79 @@ return {epoch, top, first, entries}
 """
 )
 
-_PRESENCE_ADD = """
-local now = redis.call('TIME')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-local before = redis.call('ZCARD', KEYS[1])
-redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# Presence: KEYS[1] the group's ZSET (user -> latest expiry of any of their connections),
+# KEYS[2] the user's ZSET in that group (connection -> expiry). Scores are Redis TIME in ms.
+_PRESENCE_NOW = """
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+"""
+
+_PRESENCE_JOIN = (
+    _PRESENCE_NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local before = redis.call('ZCARD', KEYS[2])
+local expiry = now + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], expiry, ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if before == 0 then return 1 end
 return 0
 """
+)
 
-_PRESENCE_REMOVE = """
-local now = redis.call('TIME')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-if removed == 1 and redis.call('ZCARD', KEYS[1]) == 0 then return 1 end
+_PRESENCE_LEAVE = (
+    _PRESENCE_NOW
+    + """
+local removed = redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return removed
+end
+-- the user stays until their longest-lived remaining connection expires
+local latest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('ZADD', KEYS[1], latest[2], ARGV[1])
 return 0
 """
+)
 
-# KEYS: presence keys; ARGV[1]: ttl ms, ARGV[2..]: the member for each key
-_PRESENCE_REFRESH = """
-local now = redis.call('TIME')
-local expiry = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, 'XX', expiry, ARGV[i + 1])
-  redis.call('PEXPIRE', key, ARGV[1])
+# KEYS: (group, user) key pairs; ARGV[1] ttl ms, then user, connection per pair
+_PRESENCE_REFRESH = (
+    _PRESENCE_NOW
+    + """
+local expiry = now + tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do
+  local user, conn = ARGV[i + 1], ARGV[i + 2]
+  if redis.call('ZADD', KEYS[i + 1], 'XX', 'CH', expiry, conn) == 1 then
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+    redis.call('ZADD', KEYS[i], 'GT', expiry, user)
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  end
 end
-return #KEYS
+return 0
 """
+)
 
-_PRESENCE_PRESENT = """
-local now = redis.call('TIME')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+_PRESENCE_MEMBERS = (
+    _PRESENCE_NOW
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+)
+
+_PRESENCE_CONTAINS = (
+    _PRESENCE_NOW
+    + """
 local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('ZCOUNT', key, '(' .. now_ms, '+inf')
+for i, user in ipairs(ARGV) do
+  local score = redis.call('ZSCORE', KEYS[1], user)
+  if score and tonumber(score) > now then out[i] = 1 else out[i] = 0 end
 end
 return out
 """
+)
 
 
 def _stream_keys(channel: str) -> tuple[str, str, str]:
@@ -145,8 +178,9 @@ def _stream_keys(channel: str) -> tuple[str, str, str]:
     return f"{base}:m", f"{base}:s", f"{base}:p"
 
 
-def _presence_key(key: str) -> str:
-    return f"wwws:presence:{{{key}}}"
+def _presence_keys(group: str, user: str) -> list[str]:
+    base = f"wwws:presence:{{{group}}}"
+    return [base, f"{base}:u:{user}"]
 
 
 class RedisBackplane(Backplane):
@@ -167,10 +201,11 @@ class RedisBackplane(Backplane):
         self._pubsub = self._redis.pubsub()
         self._publish_script = self._redis.register_script(_PUBLISH)
         self._read_script = self._redis.register_script(_READ)
-        self._presence_add = self._redis.register_script(_PRESENCE_ADD)
-        self._presence_remove = self._redis.register_script(_PRESENCE_REMOVE)
+        self._presence_join = self._redis.register_script(_PRESENCE_JOIN)
+        self._presence_leave = self._redis.register_script(_PRESENCE_LEAVE)
         self._presence_refresh = self._redis.register_script(_PRESENCE_REFRESH)
-        self._presence_present = self._redis.register_script(_PRESENCE_PRESENT)
+        self._presence_members = self._redis.register_script(_PRESENCE_MEMBERS)
+        self._presence_contains = self._redis.register_script(_PRESENCE_CONTAINS)
         # pub/sub channel name -> channel, for channels we listen to
         self._listening: dict[bytes, str] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
@@ -299,27 +334,35 @@ class RedisBackplane(Backplane):
             self._deliver(channel, epoch.decode(), Publication(int(offset), data))
 
     # -- presence -------------------------------------------------------------------
-    async def presence_add(self, key: str, member: str, ttl: float) -> bool:
-        args = [member, int(ttl * 1000)]
-        return bool(await self._call(self._presence_add, [_presence_key(key)], args))
+    async def presence_join(self, group: str, user: str, conn: str, ttl: float) -> bool:
+        keys = _presence_keys(group, user)
+        args = [user, conn, int(ttl * 1000)]
+        return bool(await self._call(self._presence_join, keys, args))
 
-    async def presence_remove(self, key: str, member: str) -> bool:
-        return bool(await self._call(self._presence_remove, [_presence_key(key)], [member]))
+    async def presence_leave(self, group: str, user: str, conn: str) -> bool:
+        keys = _presence_keys(group, user)
+        return bool(await self._call(self._presence_leave, keys, [user, conn]))
 
-    async def presence_refresh(self, entries: Iterable[tuple[str, str]], ttl: float) -> None:
-        pairs = list(entries)
-        for start in range(0, len(pairs), 500):
-            chunk = pairs[start : start + 500]
-            keys = [_presence_key(key) for key, _ in chunk]
-            args: list[Any] = [int(ttl * 1000), *(member for _, member in chunk)]
+    async def presence_refresh(self, entries: Iterable[tuple[str, str, str]], ttl: float) -> None:
+        batch = list(entries)
+        for start in range(0, len(batch), 250):
+            keys: list[str] = []
+            args: list[Any] = [int(ttl * 1000)]
+            for group, user, conn in batch[start : start + 250]:
+                keys.extend(_presence_keys(group, user))
+                args.extend((user, conn))
             await self._call(self._presence_refresh, keys, args)
 
-    async def presence_present(self, keys: Iterable[str]) -> dict[str, bool]:
-        names = list(keys)
+    async def presence_members(self, group: str) -> set[str]:
+        users = await self._call(self._presence_members, _presence_keys(group, "")[:1], [])
+        return {user.decode() for user in users}
+
+    async def presence_contains(self, group: str, users: Iterable[str]) -> dict[str, bool]:
+        names = list(users)
         if not names:
             return {}
-        counts = await self._call(self._presence_present, [_presence_key(k) for k in names], [])
-        return {name: int(count) > 0 for name, count in zip(names, counts, strict=True)}
+        found = await self._call(self._presence_contains, _presence_keys(group, "")[:1], names)
+        return {name: bool(flag) for name, flag in zip(names, found, strict=True)}
 
     # -- lifecycle ------------------------------------------------------------------
     async def ping(self) -> None:

@@ -1,0 +1,251 @@
+"""Rosters: who is present in which group, across replicas, told to local listeners.
+
+A group is a chat room or, for telephony, everyone online. A user is present in a group
+while at least one of their connections is (several tabs or devices count once). Each
+replica refreshes its own connections' entries every ``ttl / 3``; when a replica dies its
+entries expire, so its users leave within ``ttl`` plus one sweep (``ttl / 4``).
+
+Transitions from a join or a clean leave are published at once on the group's events
+channel, so every replica hears them; expiries are found by each replica's sweep over the
+groups (or users) its own clients listen to. Listeners hear each change once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+
+from .backplane import Backplane, BackplaneUnavailable, Publication
+from .connection import Connection
+from .hub import ChannelHub, SubscribeResult
+
+__all__ = ["Notify", "Roster"]
+
+log = logging.getLogger(__name__)
+
+# (listener, group, user, present): turn a change into the service's frame
+Notify = Callable[[Connection, str, str, bool], None]
+
+
+class Roster:
+    def __init__(
+        self,
+        backplane: Backplane,
+        hub: ChannelHub,
+        node: str,
+        ttl: float,
+        events_channel: Callable[[str], str],
+        notify: Notify,
+    ) -> None:
+        self._backplane = backplane
+        self._hub = hub
+        self._node = node
+        self.ttl = ttl
+        self.sweep_interval = max(0.2, ttl / 4)
+        self._events_channel = events_channel
+        self._notify = notify
+        self._local: dict[tuple[str, Connection], str] = {}  # (group, conn) -> entry id
+        self._whole: dict[str, set[Connection]] = {}  # group -> listeners of every member
+        self._some: dict[str, dict[str, set[Connection]]] = {}  # group -> user -> listeners
+        self._known: dict[str, dict[str, bool]] = {}  # group -> user -> last told state
+        self._pending: dict[Connection, dict[tuple[str, str], bool]] = {}
+        self._channels: dict[str, _EventsSubscriber] = {}  # events channel -> subscriber
+        self._channel_users: dict[str, int] = {}  # events channel -> groups listening
+
+    # -- own connections ------------------------------------------------------------
+    async def join(self, group: str, conn: Connection) -> None:
+        entry = f"{self._node}/{conn.id}"
+        self._local[(group, conn)] = entry
+        if await self._backplane.presence_join(group, conn.user, entry, self.ttl):
+            await self._announce(group, conn.user, True)
+
+    async def leave(self, group: str, conn: Connection) -> None:
+        entry = self._local.pop((group, conn), None)
+        if entry is not None and await self._backplane.presence_leave(group, conn.user, entry):
+            await self._announce(group, conn.user, False)
+
+    async def members(self, group: str) -> set[str]:
+        return await self._backplane.presence_members(group)
+
+    async def _announce(self, group: str, user: str, present: bool) -> None:
+        event = orjson.dumps({"group": group, "user": user, "present": present})
+        await self._hub.publish(self._events_channel(group), event)
+
+    # -- listening ------------------------------------------------------------------
+    async def listen_group(self, group: str, conn: Connection) -> None:
+        """Tell ``conn`` of every join and leave in ``group`` from now on."""
+        first = group not in self._whole
+        self._whole.setdefault(group, set()).add(conn)
+        await self._follow(group)
+        if first:
+            try:
+                members = await self._backplane.presence_members(group)
+            except BaseException:
+                self.unlisten_group(group, conn)
+                raise
+            known = self._known.setdefault(group, {})
+            for user in members:
+                known.setdefault(user, True)
+
+    def unlisten_group(self, group: str, conn: Connection) -> None:
+        listeners = self._whole.get(group)
+        if listeners is not None:
+            listeners.discard(conn)
+            if not listeners:
+                del self._whole[group]
+                self._forget(group)
+
+    async def listen_users(self, group: str, users: list[str], conn: Connection) -> dict[str, bool]:
+        """Return whether each user is present now, then tell ``conn`` of their changes.
+
+        Changes that land while the state is read are held for ``conn`` and folded into
+        the answer, so it hears neither a stale state nor a change twice. Call
+        :meth:`activate` once the answer is queued."""
+        pending = self._pending.setdefault(conn, {})
+        for user in users:
+            self._some.setdefault(group, {}).setdefault(user, set()).add(conn)
+        await self._follow(group)
+        state = await self._backplane.presence_contains(group, users)
+        for (pending_group, user), present in pending.items():
+            if pending_group == group and user in state:
+                state[user] = present
+        known = self._known.setdefault(group, {})
+        for user, present in state.items():
+            if user in known and known[user] != present:
+                self._changed(group, user, present)  # tell the others; conn is pending
+            known[user] = present
+        return state
+
+    def activate(self, conn: Connection) -> None:
+        self._pending.pop(conn, None)
+
+    def unlisten_users(self, group: str, users: list[str], conn: Connection) -> None:
+        by_user = self._some.get(group, {})
+        for user in users:
+            listeners = by_user.get(user)
+            if listeners is not None:
+                listeners.discard(conn)
+                if not listeners:
+                    del by_user[user]
+                    if group not in self._whole:
+                        self._known.get(group, {}).pop(user, None)
+        if not by_user:
+            self._some.pop(group, None)
+            self._forget(group)
+
+    def drop(self, conn: Connection) -> None:
+        """Forget every listening of a closed connection."""
+        self._pending.pop(conn, None)
+        for group in list(self._whole):
+            if conn in self._whole[group]:
+                self.unlisten_group(group, conn)
+        for group, by_user in list(self._some.items()):
+            users = [u for u, listeners in by_user.items() if conn in listeners]
+            if users:
+                self.unlisten_users(group, users, conn)
+
+    def _forget(self, group: str) -> None:
+        if group in self._whole or group in self._some:
+            return
+        self._known.pop(group, None)
+        channel = self._events_channel(group)
+        self._channel_users[channel] -= 1
+        if self._channel_users[channel] == 0:
+            del self._channel_users[channel]
+            subscriber = self._channels.pop(channel)
+            task = asyncio.ensure_future(self._hub.unsubscribe(subscriber, channel))
+            subscriber.task = task
+
+    async def _follow(self, group: str) -> None:
+        """Subscribe to the group's events channel when the first listener arrives."""
+        if group in self._known:
+            return
+        self._known[group] = {}
+        channel = self._events_channel(group)
+        self._channel_users[channel] = self._channel_users.get(channel, 0) + 1
+        if channel not in self._channels:
+            subscriber = self._channels[channel] = _EventsSubscriber(self)
+            try:
+                await self._hub.subscribe(subscriber, channel, None, 0, lambda _: None)
+            except BaseException:
+                del self._channels[channel]
+                self._channel_users.pop(channel, None)
+                self._known.pop(group, None)
+                raise
+
+    def _changed(self, group: str, user: str, present: bool) -> None:
+        known = self._known.get(group)
+        if known is None or known.get(user) == present:
+            return
+        listeners = set(self._whole.get(group, ()))
+        listeners |= self._some.get(group, {}).get(user, set())
+        if not listeners:
+            return
+        known[user] = present
+        for conn in listeners:
+            pending = self._pending.get(conn)
+            if pending is not None:
+                pending[(group, user)] = present
+            else:
+                self._notify(conn, group, user, present)
+
+    def on_event(self, data: bytes) -> None:
+        try:
+            event = orjson.loads(data)
+            group, user, present = event["group"], event["user"], event["present"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignored a malformed roster event", extra={"data": data[:200]})
+            return
+        self._changed(group, user, bool(present))
+
+    # -- background work ------------------------------------------------------------
+    async def _refresh_and_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        refresh_every = max(0.2, self.ttl / 3)
+        next_refresh = loop.time() + refresh_every
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                if loop.time() >= next_refresh:
+                    next_refresh = loop.time() + refresh_every
+                    entries = [(g, c.user, e) for (g, c), e in self._local.items()]
+                    await self._backplane.presence_refresh(entries, self.ttl)
+                await self._sweep()
+            except BackplaneUnavailable as error:
+                log.warning("roster sweep failed", extra={"error": str(error)})
+
+    async def _sweep(self) -> None:
+        for group in list(self._whole):
+            members = await self._backplane.presence_members(group)
+            known = self._known.get(group, {})
+            for user in members | {u for u, present in known.items() if present}:
+                self._changed(group, user, user in members)
+        for group, by_user in list(self._some.items()):
+            state = await self._backplane.presence_contains(group, list(by_user))
+            for user, present in state.items():
+                self._changed(group, user, present)
+
+    async def lifecycle(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._refresh_and_sweep(), name="roster")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class _EventsSubscriber:
+    """Receives a group events channel from the hub."""
+
+    def __init__(self, roster: Roster) -> None:
+        self.roster = roster
+        self.task: asyncio.Future[bool] | None = None
+
+    def deliver(self, channel: str, publication: Publication, frame: bytes) -> None:
+        self.roster.on_event(publication.data)
+
+    def resubscribed(self, channel: str, result: SubscribeResult) -> None:
+        return None  # the sweep re-reads every group and user listened to

@@ -1,0 +1,195 @@
+"""Browser tests: the real pages in Debian's Chromium (headless, driven by Playwright).
+
+The three services run in-process on a background event loop, each on its own
+http://127.0.0.1:<port> (loopback is a secure context, as https is), sharing one
+memory backplane. Playwright never downloads a browser here: it drives /usr/bin/chromium
+(``apt-get install -y chromium``), and a missing Chromium fails the tests, never skips them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+from helpers import SECRET
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from services.chat.app import create_app as create_chat
+from services.kit.app import CONTEXT
+from services.kit.backplane import MemoryBackplane, MemoryBroker
+from services.kit.hub import ChannelHub
+from services.kit.service import ServiceContext
+from services.kit.settings import Settings
+from services.telephony.app import create_app as create_telephony
+from services.ticker.app import create_app as create_ticker
+
+T = TypeVar("T")
+
+CHROMIUM = os.environ.get("WWWS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+API_KEY = "browser-test-api-key"
+FACTORIES = {"chat": create_chat, "ticker": create_ticker, "telephony": create_telephony}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives the web pages in a real Chromium")
+
+
+@dataclass
+class Stack:
+    """chat, ticker and telephony on one background loop, one port each."""
+
+    broker: MemoryBroker = field(default_factory=MemoryBroker)
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    ports: dict[str, int] = field(default_factory=dict)
+    apps: dict[str, web.Application] = field(default_factory=dict)
+    runners: list[web.AppRunner] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    def url(self, service: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[service]}/{path}"
+
+    def context(self, service: str) -> ServiceContext:
+        return self.apps[service][CONTEXT]
+
+    def hub(self, service: str) -> ChannelHub:
+        """A publisher of our own, like another replica or the ticker feed."""
+        return ChannelHub(MemoryBackplane(self.broker), service)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run ``coro`` on the servers' loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> None:
+        sockets = {}
+        for service in FACTORIES:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets[service] = sock
+            self.ports[service] = sock.getsockname()[1]
+        # Every page may open a socket to any of the three (the landing page links them).
+        origins = tuple(f"http://127.0.0.1:{port}" for port in self.ports.values())
+        for service, factory in FACTORIES.items():
+            settings = Settings(
+                service=service,
+                token_secret=SECRET,
+                allowed_origins=origins,
+                node_id=f"{service}-1",
+                dev_login=True,
+                api_key=API_KEY,
+            )
+            self.apps[service] = factory(settings, MemoryBackplane(self.broker))
+        self.thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
+        self.thread.start()
+
+        async def listen() -> None:
+            for service, app in self.apps.items():
+                runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+                await runner.setup()
+                self.runners.append(runner)
+                await web.SockSite(runner, sockets[service]).start()
+
+        self.run(listen())
+
+    def stop(self) -> None:
+        async def cleanup() -> None:
+            for runner in self.runners:
+                await runner.cleanup()
+
+        try:
+            self.run(cleanup(), timeout=20.0)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if self.thread is not None:
+                self.thread.join(10.0)
+            self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    servers = Stack()
+    servers.start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    found = shutil.which(CHROMIUM) if not os.path.isabs(CHROMIUM) else CHROMIUM
+    if not found or not os.access(found, os.X_OK):
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: the browser tests need Debian's Chromium. "
+            "Install it with `apt-get install -y chromium` (or set WWWS_CHROMIUM to its path); "
+            "Playwright must not download its own browser.",
+            pytrace=False,
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where pages are photographed for a human to look at (printed at the end)."""
+    folder = os.environ.get("WWWS_SCREENSHOTS")
+    path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="wwws-screens-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Pages:
+    """Opens pages, each in its own browser context (its own storage, like a person),
+    and fails the test on any uncaught script error in them."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+        self.errors: list[str] = []
+
+    def open(self, url: str, **context_options: Any) -> Page:
+        options = {"viewport": {"width": 1100, "height": 760}, **context_options}
+        context = self.browser.new_context(**options)
+        context.set_default_timeout(5000)
+        self.contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: self.errors.append(f"{url}: {error}"))
+        # Chromium logs refused or dropped sockets as console errors, which some tests
+        # cause on purpose; only errors our own code reports ("wwws: ...") count.
+        page.on(
+            "console",
+            lambda message: (
+                self.errors.append(f"{url}: {message.text}")
+                if message.type == "error" and message.text.startswith("wwws:")
+                else None
+            ),
+        )
+        page.goto(url)
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def pages(browser: Browser) -> Iterator[Pages]:
+    opened = Pages(browser)
+    yield opened
+    opened.close()
+    assert not opened.errors, "script errors in the page:\n" + "\n".join(opened.errors)

@@ -1,0 +1,134 @@
+"""The chat page: two people talking, history on join, resume after a dropped socket."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import Pages, Stack
+from playwright.sync_api import Locator, Page, expect
+
+from services.kit.connection import Connection
+
+pytestmark = pytest.mark.browser
+
+
+def join(pages: Pages, stack: Stack, user: str, room: str, **options: object) -> Page:
+    page = pages.open(stack.url("chat", "chat/"), **options)
+    page.get_by_test_id("name").fill(user)
+    page.get_by_test_id("room").fill(room)
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    expect(page.get_by_test_id("node")).to_have_text("chat-1")
+    expect(page.get_by_test_id("me")).to_have_text(user)
+    return page
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_test_id("text").fill(text)
+    page.get_by_test_id("text").press("Enter")
+    expect(page.get_by_test_id("text")).to_have_value("")  # cleared once acked
+
+
+def message(page: Page, text: str) -> Locator:
+    return page.get_by_test_id("message").filter(has_text=text)
+
+
+def connections(stack: Stack, user: str) -> list[Connection]:
+    return [c for c in stack.context("chat").replica.connections if c.user == user]
+
+
+def test_two_people_talk_both_ways(pages: Pages, stack: Stack, screenshots: Path) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    alice = join(pages, stack, "alice", room)
+    send(alice, "first, before bob came")
+
+    bob = join(pages, stack, "bob", room)
+    # The join shows the room's history window.
+    expect(message(bob, "first, before bob came")).to_have_attribute("data-user", "alice")
+
+    send(alice, "hello bob")
+    send(bob, "hi alice!")
+    for page in (alice, bob):
+        expect(message(page, "hello bob")).to_have_attribute("data-user", "alice")
+        expect(message(page, "hello bob").locator(".user")).to_have_text("alice")
+        expect(message(page, "hi alice!")).to_have_attribute("data-user", "bob")
+        expect(page.get_by_test_id("message")).to_have_count(3)
+    # One's own messages are told apart from the others'.
+    expect(message(alice, "hello bob")).to_have_class("message mine")
+    expect(message(bob, "hello bob")).to_have_class("message")
+
+    alice.screenshot(path=screenshots / "chat-alice.png")
+    bob.set_viewport_size({"width": 390, "height": 760})
+    bob.screenshot(path=screenshots / "chat-bob-phone.png")
+
+
+def test_join_form_on_a_phone(pages: Pages, stack: Stack, screenshots: Path) -> None:
+    page = pages.open(
+        stack.url("chat", "chat/"),
+        viewport={"width": 390, "height": 760},
+        is_mobile=True,
+        has_touch=True,
+    )
+    page.get_by_test_id("name").fill("not a valid name!")
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("join-error")).to_contain_text("Names are")
+    page.screenshot(path=screenshots / "chat-join-phone.png")
+
+
+def test_resumes_after_the_server_drops_the_socket(pages: Pages, stack: Stack) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    alice = join(pages, stack, "alice", room)
+    send(alice, "before the drop")
+    [conn] = connections(stack, "alice")
+    hub = stack.context("chat").hub
+
+    async def drop_while_bob_talks() -> None:
+        # Deterministic "missed while away": take alice off the live feed, publish as
+        # bob would, then close her socket the way a draining replica does (1001).
+        await hub.unsubscribe(conn, room)
+        data = {"text": "said while you were away", "user": "bob", "ts": time.time() * 1000}
+        await hub.publish(room, orjson.dumps(data))
+        await conn.close(1001, "server going away")
+
+    stack.run(drop_while_bob_talks())
+    notice = alice.get_by_test_id("notice")
+    expect(notice).to_contain_text("resumed")
+    expect(notice).to_contain_text("1 missed message recovered")
+    expect(alice.get_by_test_id("status")).to_have_text("open")
+    expect(message(alice, "said while you were away")).to_have_attribute("data-user", "bob")
+
+    send(alice, "after the drop")
+    texts = alice.get_by_test_id("message").locator(".text")
+    expect(texts).to_have_text(["before the drop", "said while you were away", "after the drop"])
+    offsets = alice.get_by_test_id("message").evaluate_all(
+        "items => items.map(li => Number(li.dataset.offset))"
+    )
+    assert offsets == sorted(set(offsets)), "no message twice, in order"
+
+
+def test_does_not_reconnect_after_a_4000_range_close(pages: Pages, stack: Stack) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    alice = join(pages, stack, "carol", room)
+    [conn] = connections(stack, "carol")
+    stack.run(conn.close(4003, "forbidden"))
+    expect(alice.get_by_test_id("status")).to_have_text("closed")
+    expect(alice.get_by_test_id("notice")).to_contain_text("Disconnected (4003")
+    alice.wait_for_timeout(700)  # long enough for a (wrong) reconnect to show up
+    assert connections(stack, "carol") == []
+    expect(alice.get_by_test_id("status")).to_have_text("closed")
+
+
+def test_reconnects_with_backoff_after_a_4100_range_close(pages: Pages, stack: Stack) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    dave = join(pages, stack, "dave", room)
+    [conn] = connections(stack, "dave")
+    stack.run(conn.close(4108, "outbound queue full"))
+    # Full jitter: the first retry comes within 0.5 s (the first backoff ceiling).
+    expect(dave.get_by_test_id("notice")).to_contain_text("resumed")
+    expect(dave.get_by_test_id("status")).to_have_text("open")
+    assert dave.evaluate("window.wwwsClient.connects") == 2
+    assert len(connections(stack, "dave")) == 1

@@ -1,0 +1,56 @@
+"""The landing page, and wwws.js's reconnect policy run in the browser itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import Pages, Stack
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+
+def test_landing_links_the_three_apps(pages: Pages, stack: Stack, screenshots: Path) -> None:
+    page = pages.open(stack.url("chat"))
+    expect(page).to_have_title("wwws · Wide World of WebSockets")
+    for app in ("chat", "ticker", "telephony"):
+        expect(page.get_by_test_id(f"app-{app}")).to_have_attribute("href", f"/{app}/")
+    page.screenshot(path=screenshots / "landing.png")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=screenshots / "landing-phone.png", full_page=True)
+    page.get_by_test_id("app-chat").click()
+    expect(page.get_by_test_id("join")).to_be_visible()
+
+
+POLICY = """async () => {
+  const { reconnectPolicy } = await import("./wwws.js");
+  const high = () => 0.999;
+  return {
+    normal: reconnectPolicy(1000, 0, high),
+    away: reconnectPolicy(1001, 0, high),
+    awayAgain: reconnectPolicy(1001, 1, high),
+    unauthorized: reconnectPolicy(4001, 0, high),
+    violation: reconnectPolicy(4099, 3, high),
+    internal: reconnectPolicy(1011, 0, high),
+    slow: reconnectPolicy(4108, 2, high),
+    limited: reconnectPolicy(4129, 20, high),
+    dropped: reconnectPolicy(1006, 1, () => 0),
+  };
+}"""
+
+
+def test_reconnect_policy_follows_the_close_code(pages: Pages, stack: Stack) -> None:
+    page = pages.open(stack.url("chat", "chat/"))
+    got = page.evaluate(POLICY)
+    stop = {"reconnect": False, "delay": 0}
+    assert got["normal"] == stop
+    assert got["unauthorized"] == stop
+    assert got["violation"] == stop
+    assert got["away"] == {"reconnect": True, "delay": 0}
+    # Backoff with full jitter: random in [0, min(15 s, 0.5 s * 2^attempt)].
+    assert got["awayAgain"] == {"reconnect": True, "delay": 999}
+    assert got["internal"] == {"reconnect": True, "delay": 500}
+    assert got["slow"] == {"reconnect": True, "delay": 1998}
+    assert got["limited"] == {"reconnect": True, "delay": 14985}
+    assert got["dropped"] == {"reconnect": True, "delay": 0}

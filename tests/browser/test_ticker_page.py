@@ -1,0 +1,105 @@
+"""The ticker page: a price snapshot on load, live prices flashing, notifications."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import API_KEY, Pages, Stack
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+
+SYMBOLS = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA", "TSLA")
+
+
+def publish_price(stack: Stack, symbol: str, price: float) -> None:
+    """Publish like the feed does: straight into the backplane, from another 'process'."""
+    payload = orjson.dumps({"symbol": symbol, "price": price, "ts": 1_700_000_000_000})
+    stack.run(stack.hub("ticker").publish(symbol, payload))
+
+
+def notify(stack: Stack, user: str, text: str) -> None:
+    """The server-to-server publish API, as a back office would call it."""
+    request = urllib.request.Request(
+        stack.url("ticker", "ticker/api/publish"),
+        data=json.dumps({"user": user, "data": {"text": text}}).encode(),
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    with direct.open(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def sign_in(pages: Pages, stack: Stack, user: str, **options: object) -> Page:
+    page = pages.open(stack.url("ticker", "ticker/"), **options)
+    page.get_by_test_id("name").fill(user)
+    page.get_by_test_id("login").click()
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    expect(page.get_by_test_id("node")).to_have_text("ticker-1")
+    return page
+
+
+def test_prices_snapshot_then_live_with_direction(
+    pages: Pages, stack: Stack, screenshots: Path
+) -> None:
+    for index, symbol in enumerate(SYMBOLS):
+        publish_price(stack, symbol, 100.0 + 25 * index)
+    page = sign_in(pages, stack, "alice")
+    aapl = page.get_by_test_id("price-AAPL")
+    # The snapshot: the latest price is there as soon as the page subscribed.
+    expect(aapl).to_have_text("100.00")
+    expect(page.get_by_test_id("price-TSLA")).to_have_text("225.00")
+
+    publish_price(stack, "AAPL", 101.5)
+    expect(aapl).to_have_text("101.50")
+    expect(aapl).to_have_attribute("data-dir", "up")
+    expect(aapl).to_have_class("price flash-up")
+    expect(page.get_by_test_id("change-AAPL")).to_have_text("+1.50%")
+
+    publish_price(stack, "AAPL", 99.0)
+    expect(aapl).to_have_text("99.00")
+    expect(aapl).to_have_attribute("data-dir", "down")
+    expect(page.get_by_test_id("change-AAPL")).to_have_text("-1.00%")
+
+    publish_price(stack, "MSFT", 176.25)
+    expect(page.get_by_test_id("price-MSFT")).to_have_text("176.25")
+    page.screenshot(path=screenshots / "ticker.png")
+
+
+def test_notifications_reach_only_their_user(pages: Pages, stack: Stack, screenshots: Path) -> None:
+    alice = sign_in(pages, stack, "alice", viewport={"width": 390, "height": 800})
+    bob = sign_in(pages, stack, "bob")
+    notify(stack, "alice", "Your order for 10 AAPL was filled")
+    notify(stack, "alice", "Price alert: NVDA crossed 150")
+
+    items = alice.get_by_test_id("notification")
+    expect(items).to_have_count(2)
+    expect(items.first).to_contain_text("Price alert: NVDA crossed 150")  # newest first
+    expect(items.nth(1)).to_contain_text("Your order for 10 AAPL was filled")
+    bob.wait_for_timeout(200)
+    expect(bob.get_by_test_id("notification")).to_have_count(0)
+    alice.screenshot(path=screenshots / "ticker-phone.png", full_page=True)
+
+
+def test_missed_notifications_arrive_after_a_reconnect(pages: Pages, stack: Stack) -> None:
+    page = sign_in(pages, stack, "erin")
+    notify(stack, "erin", "one")
+    expect(page.get_by_test_id("notification")).to_have_count(1)
+    [conn] = [c for c in stack.context("ticker").replica.connections if c.user == "erin"]
+    hub = stack.context("ticker").hub
+
+    async def drop() -> None:
+        await hub.unsubscribe(conn, "user:erin")
+        await hub.publish("user:erin", orjson.dumps({"text": "two", "ts": 1}))
+        await conn.close(1001, "server going away")
+
+    stack.run(drop())
+    texts = page.get_by_test_id("notification").locator("span")
+    expect(texts).to_have_text(["two", "one"])
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    assert page.evaluate("window.wwwsClient.connects") == 2
