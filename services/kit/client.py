@@ -1,0 +1,268 @@
+"""A Python client for wwws: reconnects by the close-code policy and resumes with `since`.
+
+    async with Client("wss://localhost/chat/ws", token) as client:
+        await client.subscribe("lobby")
+        await client.publish("lobby", {"text": "hi"})
+        async for channel, offset, data in client.messages():
+            ...
+
+What it guarantees: for every subscribed channel it hands out each publication once, in
+offset order, across reconnects (it resubscribes with the last epoch and offset it saw).
+When the server answers ``recovered: false`` (the gap left the history window, or the
+stream's epoch changed) the gap is recorded in :attr:`Client.gaps`, never hidden.
+A ``publish`` whose ``ack`` did not arrive raises :class:`NotAcknowledged`: the message
+may or may not have been stored, and the caller decides whether to send it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+__all__ = ["Client", "ClientError", "NotAcknowledged"]
+
+log = logging.getLogger(__name__)
+
+RECONNECT_AT_ONCE = {1001, 1012}
+DO_NOT_RECONNECT = range(4000, 4100)
+
+
+class ClientError(Exception):
+    """An ``error`` frame in reply to a request."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(f"{frame.get('code')}: {frame.get('message')}")
+        self.code = frame.get("code")
+        self.frame = frame
+
+
+class NotAcknowledged(Exception):
+    """The connection was lost before the server acknowledged a publication."""
+
+
+@dataclass
+class _Position:
+    epoch: str | None = None
+    offset: int = 0
+
+
+@dataclass
+class _State:
+    positions: dict[str, _Position] = field(default_factory=dict)
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 5.0,
+        reply_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.node: str | None = None
+        self.reconnects = 0
+        self.gaps: list[tuple[str, int, int]] = []  # (channel, last seen, resumed at)
+        self._ssl = ssl_context
+        self._backoff = (backoff_base, backoff_cap)
+        self._reply_timeout = reply_timeout
+        self._ids = itertools.count(1)
+        self._state = _State()
+        self._inbox: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._connected = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stopped_with: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+        self._session = aiohttp.ClientSession(connector=connector)
+        self._runner = asyncio.create_task(self._run(), name="wwws-client")
+        await self.wait_connected()
+
+    async def wait_connected(self, within: float = 30.0) -> None:
+        await asyncio.wait_for(self._connected.wait(), within)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._session is not None:
+            await self._session.close()
+
+    # -- requests -------------------------------------------------------------------
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        await self._connected.wait()
+        ws = self._ws
+        assert ws is not None
+        frame_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._state.pending[frame_id] = future
+        try:
+            await ws.send_json({**frame, "id": frame_id})
+            reply = await asyncio.wait_for(future, self._reply_timeout)
+        except (ConnectionError, aiohttp.ClientError, TimeoutError) as error:
+            raise NotAcknowledged(str(error)) from error
+        finally:
+            self._state.pending.pop(frame_id, None)
+        if reply["op"] == "error":
+            raise ClientError(reply)
+        return reply
+
+    async def subscribe(self, channel: str) -> dict[str, Any]:
+        position = self._state.positions.setdefault(channel, _Position())
+        return await self._subscribe(channel, position)
+
+    async def publish(self, channel: str, data: dict[str, Any]) -> int:
+        """Return the publication's offset once acknowledged."""
+        reply = await self.request({"op": "pub", "ch": channel, "data": data})
+        return int(reply["offset"])
+
+    async def messages(self) -> AsyncIterator[tuple[str, int, Any]]:
+        while True:
+            yield await self._inbox.get()
+
+    def drain_messages(self) -> list[tuple[str, int, Any]]:
+        items = []
+        while not self._inbox.empty():
+            items.append(self._inbox.get_nowait())
+        return items
+
+    async def next_event(self, within: float = 10.0) -> dict[str, Any]:
+        """The next frame that is neither a reply nor a ``msg`` (join, presence, ...)."""
+        return await asyncio.wait_for(self._events.get(), within)
+
+    # -- internals ------------------------------------------------------------------
+    async def _subscribe(self, channel: str, position: _Position) -> dict[str, Any]:
+        frame: dict[str, Any] = {"op": "sub", "ch": channel}
+        if position.epoch is not None:
+            frame["since"] = {"epoch": position.epoch, "offset": position.offset}
+        return await self.request(frame)
+
+    def _apply_subscribed(self, frame: dict[str, Any]) -> None:
+        """Runs in the reader, before any later ``msg`` of the channel is looked at."""
+        channel = frame["ch"]
+        position = self._state.positions.setdefault(channel, _Position())
+        if position.epoch is not None and not frame["recovered"]:
+            self.gaps.append((channel, position.offset, frame["offset"]))
+            if frame["epoch"] != position.epoch:
+                position.offset = 0  # a new stream: its offsets start again
+        position.epoch = frame["epoch"]
+        for item in frame["publications"]:
+            self._accept(item)
+        position.offset = max(position.offset, frame["offset"])
+
+    def _accept(self, frame: dict[str, Any]) -> None:
+        position = self._state.positions.get(frame["ch"])
+        if position is None:
+            return
+        offset = frame["offset"]
+        if offset <= position.offset and position.epoch is not None:
+            return  # seen already (a resume overlaps what arrived live)
+        position.offset = offset
+        self._inbox.put_nowait((frame["ch"], offset, frame["data"]))
+
+    async def _run(self) -> None:
+        attempt = 0
+        assert self._session is not None
+        while not self._closed:
+            code: int | None = None
+            try:
+                self._ws = await self._session.ws_connect(
+                    self.url, params={"token": self.token}, heartbeat=None
+                )
+            except (aiohttp.ClientError, OSError) as error:
+                log.debug("connect failed: %s", error)
+            else:
+                attempt = 0
+                code = await self._serve(self._ws)
+                if code is not None and code in DO_NOT_RECONNECT:
+                    self.stopped_with = code
+                    return
+            if self._closed:
+                return
+            self.reconnects += 1
+            if code in RECONNECT_AT_ONCE:
+                continue
+            attempt += 1
+            base, cap = self._backoff
+            await asyncio.sleep(random.uniform(0, min(cap, base * 2**attempt)))
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
+        self._hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        reader = asyncio.create_task(self._read(ws))
+        try:
+            hello = await asyncio.wait_for(self._hello, self._reply_timeout)
+            self.node = hello["node"]
+            self._connected.set()
+            for channel, position in list(self._state.positions.items()):
+                await self._subscribe(channel, position)
+            await reader
+        except (NotAcknowledged, TimeoutError, ClientError, ConnectionError):
+            pass
+        finally:
+            self._connected.clear()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            for future in self._state.pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("connection lost"))
+        return ws.close_code
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            frame = message.json()
+            op = frame.get("op")
+            if op == "hello":
+                if not self._hello.done():
+                    self._hello.set_result(frame)
+                continue
+            if op == "msg":
+                self._accept(frame)
+                continue
+            if op == "subscribed":  # a reply, an auto-subscription or a new epoch
+                self._apply_subscribed(frame)
+            future = self._state.pending.get(frame.get("id"))
+            if future is not None:
+                if not future.done():
+                    future.set_result(frame)
+            elif op != "subscribed":
+                self._events.put_nowait(frame)
