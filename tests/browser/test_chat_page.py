@@ -61,9 +61,14 @@ def test_two_people_talk_both_ways(pages: Pages, stack: Stack, screenshots: Path
     expect(message(alice, "hello bob")).to_have_class("message mine")
     expect(message(bob, "hello bob")).to_have_class("message")
 
+    for page in (alice, bob):
+        expect(page.get_by_test_id("members").locator("li")).to_have_text(["alice", "bob"])
+
     alice.screenshot(path=screenshots / "chat-alice.png")
     bob.set_viewport_size({"width": 390, "height": 760})
     bob.screenshot(path=screenshots / "chat-bob-phone.png")
+    bob.close()  # bob's tab goes away: he leaves the room
+    expect(alice.get_by_test_id("members").locator("li")).to_have_text(["alice"])
 
 
 def test_join_form_on_a_phone(pages: Pages, stack: Stack, screenshots: Path) -> None:
