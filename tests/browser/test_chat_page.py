@@ -137,3 +137,52 @@ def test_reconnects_with_backoff_after_a_4100_range_close(pages: Pages, stack: S
     expect(dave.get_by_test_id("status")).to_have_text("open")
     assert dave.evaluate("window.wwwsClient.connects") == 2
     assert len(connections(stack, "dave")) == 1
+
+
+def publish_as(stack: Stack, room: str, user: str, texts: list[str]) -> None:
+    """Messages from another replica's user, straight into the backplane."""
+    hub = stack.hub("chat")
+
+    async def publish() -> None:
+        for text in texts:
+            data = {"text": text, "user": user, "ts": time.time() * 1000}
+            await hub.publish(room, orjson.dumps(data))
+
+    stack.run(publish())
+
+
+def test_join_shows_a_window_and_older_pages_in(pages: Pages, stack: Stack) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    publish_as(stack, room, "bob", [f"message {n}" for n in range(1, 71)])
+    alice = join(pages, stack, "alice", room)
+    texts = alice.get_by_test_id("message").locator(".text")
+    expect(texts).to_have_count(50)  # the room's history window
+    expect(texts.first).to_have_text("message 21")
+    expect(texts.last).to_have_text("message 70")
+
+    alice.get_by_test_id("older").click()
+    expect(texts).to_have_count(70)
+    expect(texts.first).to_have_text("message 1")
+    expect(texts.nth(20)).to_have_text("message 21")
+    alice.get_by_test_id("older").click()
+    expect(alice.get_by_test_id("older")).to_have_text("No older")
+    expect(alice.get_by_test_id("older")).to_be_disabled()
+
+
+def test_a_reset_history_is_announced_not_silent(pages: Pages, stack: Stack) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    alice = join(pages, stack, "alice", room)
+    send(alice, "from the old history")
+    chat = stack.context("chat")
+
+    async def lose_the_stream() -> None:
+        # As when Redis loses its data: the stream restarts under a new epoch.
+        chat.backplane.drop_stream(chat.hub.backplane_channel(room))
+
+    stack.run(lose_the_stream())
+    publish_as(stack, room, "bob", ["first of the new history"])
+    expect(alice.get_by_test_id("notice")).to_contain_text("history of #" + room + " was reset")
+    texts = alice.get_by_test_id("message").locator(".text")
+    expect(texts).to_have_text(["first of the new history"])
+    send(alice, "still talking")
+    expect(texts).to_have_text(["first of the new history", "still talking"])

@@ -36,6 +36,7 @@ POLICY = """async () => {
     slow: reconnectPolicy(4108, 2, high),
     limited: reconnectPolicy(4129, 20, high),
     dropped: reconnectPolicy(1006, 1, () => 0),
+    tooBig: reconnectPolicy(1009, 0, high),
   };
 }"""
 
@@ -47,6 +48,7 @@ def test_reconnect_policy_follows_the_close_code(pages: Pages, stack: Stack) -> 
     assert got["normal"] == stop
     assert got["unauthorized"] == stop
     assert got["violation"] == stop
+    assert got["tooBig"] == stop  # the client's own fault: it would only repeat it
     assert got["away"] == {"reconnect": True, "delay": 0}
     # Backoff with full jitter: random in [0, min(15 s, 0.5 s * 2^attempt)].
     assert got["awayAgain"] == {"reconnect": True, "delay": 999}

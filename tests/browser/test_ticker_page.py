@@ -103,3 +103,23 @@ def test_missed_notifications_arrive_after_a_reconnect(pages: Pages, stack: Stac
     expect(texts).to_have_text(["two", "one"])
     expect(page.get_by_test_id("status")).to_have_text("open")
     assert page.evaluate("window.wwwsClient.connects") == 2
+
+
+def test_more_missed_than_the_window_are_fetched_with_since(pages: Pages, stack: Stack) -> None:
+    page = sign_in(pages, stack, "ivan")
+    notify(stack, "ivan", "note 1")
+    expect(page.get_by_test_id("notification")).to_have_count(1)
+    [conn] = [c for c in stack.context("ticker").replica.connections if c.user == "ivan"]
+    hub = stack.context("ticker").hub
+
+    async def drop() -> None:
+        # 25 missed: more than the 20 the automatic subscription brings back, so the
+        # page must notice the hole and ask again with `since`.
+        await hub.unsubscribe(conn, "user:ivan")
+        for n in range(2, 27):
+            await hub.publish("user:ivan", orjson.dumps({"text": f"note {n}", "ts": 1}))
+        await conn.close(1001, "server going away")
+
+    stack.run(drop())
+    texts = page.get_by_test_id("notification").locator("span")
+    expect(texts).to_have_text([f"note {n}" for n in range(26, 0, -1)])

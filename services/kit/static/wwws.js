@@ -58,12 +58,16 @@ const BACKOFF_CAP_MS = 15000;
  * - 1000 normal: the server meant it, stop;
  * - 1001 going away (drain, deploy): reconnect at once, Traefik sends us to another replica;
  * - 4000-4099 (unauthorized, forbidden, protocol violation): retrying cannot help, stop;
+ * - 1003, 1007, 1009: this client sent bad input (binary, bad UTF-8, too big); it would
+ *   only do it again, stop;
  * - 1011, 4100-4199 (slow consumer, rate limited) and anything else (1006: the network
  *   dropped or the handshake was refused): reconnect with backoff.
  * Returns {reconnect: boolean, delay: ms}.
  */
+const STOP_CODES = new Set([1000, 1003, 1007, 1009]);
+
 export function reconnectPolicy(code, attempt, random = Math.random) {
-  if (code === 1000) return { reconnect: false, delay: 0 };
+  if (STOP_CODES.has(code)) return { reconnect: false, delay: 0 };
   if (code >= 4000 && code <= 4099) return { reconnect: false, delay: 0 };
   // Only the first try after a drain is immediate; if that fails too, back off.
   if (code === 1001 && attempt === 0) return { reconnect: true, delay: 0 };
@@ -103,6 +107,13 @@ export class WwwsClient extends EventTarget {
     this.channels = new Map(); // channel -> see `subscribe`
     this.retryTimer = null;
     this.stopped = false;
+    // Back on the network (a phone leaving a tunnel): no point sitting out the backoff.
+    window.addEventListener("online", () => {
+      if (this.state === "waiting") {
+        clearTimeout(this.retryTimer);
+        this.open();
+      }
+    });
   }
 
   // -- connection ---------------------------------------------------------------------
