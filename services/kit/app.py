@@ -71,6 +71,7 @@ def build_app(
         replica=ReplicaState(settings.node_id),
     )
     metrics.heartbeat_interval.set(settings.heartbeat_seconds)
+    metrics.outbound_peak.set_function(ctx.replica.peak_outbound_bytes)
     app[CONTEXT] = ctx
     app.router.add_get(f"/{spec.name}/ws", websocket_endpoint)
     add_page_routes(app, ctx)
@@ -191,6 +192,7 @@ async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketR
 
 async def _disconnect(ctx: ServiceContext, conn: Connection) -> None:
     ctx.replica.connections.discard(conn)
+    ctx.replica.outbound_peak = max(ctx.replica.outbound_peak, conn.outbound_peak_bytes)
     ctx.metrics.connections.dec()
     for channel in list(conn.subscriptions):
         with contextlib.suppress(Exception):

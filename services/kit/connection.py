@@ -44,6 +44,10 @@ class Connection:
         # created on the first `pub` when the service limits publishing
         self.publish_guard: FloodGuard | None = None
 
+    @property
+    def outbound_peak_bytes(self) -> int:
+        return self._outbound.peak_bytes
+
     def send(self, frame: bytes, op: str) -> None:
         if self._outbound.put(frame):
             self._metrics.messages_sent.labels(self._metrics.service, op).inc()

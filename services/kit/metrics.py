@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 __all__ = ["Metrics"]
 
@@ -32,6 +40,7 @@ class Metrics:
     backplane_errors: Counter
     heartbeat_interval: Gauge
     draining: Gauge
+    outbound_peak: Gauge
     # by label: use .labels(...)
     handshakes_refused: Counter  # status
     connections_closed: Counter  # code
@@ -41,6 +50,10 @@ class Metrics:
     @classmethod
     def create(cls, service: str) -> Metrics:
         registry = CollectorRegistry(auto_describe=True)
+        # process_resident_memory_bytes and friends: memory per replica is a promise we test
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
 
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, ["service"], registry=registry).labels(service)
@@ -79,6 +92,10 @@ class Metrics:
                 "wwws_heartbeat_interval_seconds", "Current server ping interval"
             ),
             draining=gauge("wwws_draining", "1 while the replica drains before it exits"),
+            outbound_peak=gauge(
+                "wwws_outbound_peak_bytes",
+                "Most bytes any connection held waiting to be sent (its queue + socket buffer)",
+            ),
             handshakes_refused=by(
                 "wwws_handshakes_refused", "Refused handshakes by HTTP status", "status"
             ),

@@ -41,6 +41,7 @@ class Outbound:
         self._queued = 0
         self._flush_scheduled = False
         self.closed = False
+        self.peak_bytes = 0  # the most this connection ever held (queue + transport)
 
     @property
     def buffered_bytes(self) -> int:
@@ -49,12 +50,15 @@ class Outbound:
     def put(self, frame: bytes) -> bool:
         if self.closed:
             return False
-        if self.buffered_bytes + len(frame) > self._max_bytes:
+        buffered = self.buffered_bytes + len(frame)
+        if buffered > self._max_bytes:
             self.close()
             self._on_overflow()
             return False
         self._frames.append(frame)
         self._queued += len(frame)
+        if buffered > self.peak_bytes:
+            self.peak_bytes = buffered
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)

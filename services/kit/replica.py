@@ -16,3 +16,8 @@ class ReplicaState:
     node_id: str
     draining: bool = False
     connections: set[Connection] = field(default_factory=set)
+    outbound_peak: int = 0  # the largest of closed connections
+
+    def peak_outbound_bytes(self) -> float:
+        live = max((c.outbound_peak_bytes for c in self.connections), default=0)
+        return float(max(self.outbound_peak, live))

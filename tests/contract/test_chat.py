@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
+import orjson
 from conftest import connect
 from helpers import collect_msgs, receive_op
 
@@ -190,3 +192,33 @@ async def test_members_needs_a_subscription_and_membership_channels_are_private(
     assert (await receive_op(ws, "error"))["code"] == "forbidden"
     await ws.send_json({"op": "sub", "id": 2, "ch": "#members:lobby"})
     assert (await receive_op(ws, "error"))["code"] == "bad_request"
+
+
+async def test_a_client_that_stops_reading_is_closed_4108_and_others_keep_up(replicas):
+    bound = 64 * 1024
+    client = await replicas.start(create_app, "chat", outbound_queue_bytes=bound)
+    ctx = client.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT]
+    slow = await connect(client, "chat", "slow")
+    await join(slow, "lobby")
+    fast = await connect(client, "chat", "fast")
+    await join(fast, "lobby")
+    text = "x" * 1900
+    sent = 0
+    while not slow.closed and sent < 20000:  # ~40 MB at most; the bound is 64 KiB
+        for _ in range(50):
+            sent += 1
+            await ctx.hub.publish("lobby", orjson.dumps({"text": text, "n": sent}))
+            await asyncio.sleep(0)  # let the writers run, as a network round trip would
+        got = await collect_msgs(fast, 50)
+        assert [m["data"]["n"] for m in got] == list(range(sent - 49, sent + 1))
+        if ctx.metrics.slow_consumer_disconnects._value.get() >= 1:
+            break
+    assert ctx.metrics.slow_consumer_disconnects._value.get() == 1
+    # the replica never held more than the bound for the slow client
+    assert ctx.replica.peak_outbound_bytes() <= bound
+    code = None
+    while code is None:  # drain what the socket holds, then the close frame
+        message = await slow.receive(timeout=10)
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            code = slow.close_code
+    assert code == 4108
