@@ -36,7 +36,7 @@ images: ## choose public images or build offline stand-ins, then build the app i
 	  else tail -n 30 deploy/build/build-app.log; echo "[images] $(WWWS_APP_IMAGE): build failed" >&2; exit 1; fi
 
 certs: ## create the local CA and the localhost certificate in deploy/certs (idempotent)
-	@uv run --quiet python -m services.tools.localca --quiet
+	@uv run --quiet --extra ops python -m services.tools.localca --quiet
 
 env: ## create .env from .env.example with generated secrets (if missing)
 	@if [ ! -f .env ]; then \
@@ -55,7 +55,7 @@ up: provision images certs env ## start the stack (docker compose up -d --wait) 
 	@echo "    http://127.0.0.1:$(PROMETHEUS_PORT)/targets   Prometheus (one target per replica)"
 	@echo "  TLS is signed by the local CA deploy/certs/ca.crt; e.g."
 	@echo "    curl --cacert deploy/certs/ca.crt $(WWWS_PUBLIC_URL)/"
-	@echo "  trust it in browsers: uv run python -m services.tools.localca (prints how)"
+	@echo "  trust it in browsers: uv run --extra ops python -m services.tools.localca (prints how)"
 	@echo "  scale: docker compose up -d --scale chat=3    stop: make down"
 
 down: ## stop and remove the stack (keeps the volumes; `make down V=1` removes them too)
@@ -69,13 +69,13 @@ logs: ## follow the stack's logs (S=chat for one service)
 
 # Placeholders, rewritten by the services owner.
 test: images certs ## run all tests
-	@$(WITH_IMAGES) uv run pytest
+	@$(WITH_IMAGES) uv run --extra ops pytest
 
 lint: ## ruff + mypy
 	@uv run ruff check . && uv run mypy
 
 unit: ## unit tests only
-	@uv run pytest -m "not e2e"
+	@uv run --extra ops pytest -m "not e2e"
 
 e2e: images certs ## end-to-end tests against a compose stack
-	@$(WITH_IMAGES) uv run pytest -m e2e
+	@$(WITH_IMAGES) uv run --extra ops pytest -m e2e

@@ -2,7 +2,7 @@
 
 Usage::
 
-    uv run python -m services.tools.localca [--dir deploy/certs] [--force] [--quiet]
+    uv run --extra ops python -m services.tools.localca [--dir deploy/certs] [--force] [--quiet]
 
 On the first run it creates, in ``deploy/certs/``:
 
