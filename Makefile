@@ -52,7 +52,7 @@ up: provision images certs env ## start the stack (docker compose up -d --wait) 
 	@echo "  wwws is up (project $(COMPOSE_PROJECT_NAME)):"
 	@echo "    $(WWWS_PUBLIC_URL)/            landing page"
 	@echo "    $(WWWS_PUBLIC_URL)/chat/  $(WWWS_PUBLIC_URL)/ticker/  $(WWWS_PUBLIC_URL)/telephony/"
-	@echo "    http://127.0.0.1:$(PROMETHEUS_PORT)/targets   Prometheus (one target per replica)"
+	@echo "    http://127.0.0.1:$(PROMETHEUS_PORT)/            Prometheus (targets: /api/v1/targets, one per replica)"
 	@echo "  TLS is signed by the local CA deploy/certs/ca.crt; e.g."
 	@echo "    curl --cacert deploy/certs/ca.crt $(WWWS_PUBLIC_URL)/"
 	@echo "  trust it in browsers: uv run --extra ops python -m services.tools.localca (prints how)"
