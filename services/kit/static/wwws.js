@@ -76,6 +76,10 @@ export function reconnectPolicy(code, attempt, random = Math.random) {
 }
 
 const REQUEST_TIMEOUT_MS = 10000;
+// A connection that lived this long was healthy: the next failure starts a fresh backoff.
+// (Resetting on `hello` alone would let a server that accepts and then fails at once
+// keep the client in a tight loop of short delays.)
+const STABLE_MS = 5000;
 
 /**
  * One logical connection to a service, across reconnects. Events (CustomEvent, data in
@@ -90,7 +94,7 @@ export class WwwsClient extends EventTarget {
    * @param {string} options.service  "chat" | "ticker" | "telephony"
    * @param {() => Promise<{token: string}>|string} options.token  asked again on every
    *   connect, so an expired dev token is simply replaced
-   * @param {(attempt: number) => void} [options.onConnect]  after each `hello`
+   * @param {(connects: number) => void} [options.onConnect]  after each `hello`
    */
   constructor({ service, token, onConnect }) {
     super();
@@ -101,7 +105,9 @@ export class WwwsClient extends EventTarget {
     this.state = "idle"; // idle | connecting | open | waiting | closed
     this.hello = null;
     this.connects = 0; // how many times a `hello` arrived
-    this.attempt = 0; // failed tries since the last good connection
+    this.attempt = 0; // failed tries since the last stable connection
+    this.openedAt = null; // when the current connection said `hello`
+    this.generation = 0; // bumps on every open(), so a stale one gives up
     this.nextId = 1;
     this.pending = new Map(); // id -> {resolve, reject, timer}
     this.channels = new Map(); // channel -> see `subscribe`
@@ -119,6 +125,7 @@ export class WwwsClient extends EventTarget {
   // -- connection ---------------------------------------------------------------------
 
   connect() {
+    if (this.state === "connecting" || this.state === "open") return;
     this.stopped = false;
     clearTimeout(this.retryTimer);
     this.open();
@@ -133,13 +140,14 @@ export class WwwsClient extends EventTarget {
   }
 
   async open() {
+    const generation = ++this.generation;
     this.setState("connecting");
     let token;
     try {
       const source = this.tokenSource;
       token = typeof source === "function" ? (await source()).token : source;
     } catch (error) {
-      if (this.stopped) return;
+      if (this.stopped || generation !== this.generation) return;
       if (error.code === "login_refused") {
         // A refused name will not become valid by retrying.
         this.emit("close", { code: 0, reason: error.message, reconnect: false, delay: 0 });
@@ -151,7 +159,7 @@ export class WwwsClient extends EventTarget {
       }
       return;
     }
-    if (this.stopped) return;
+    if (this.stopped || generation !== this.generation) return;
     const ws = new WebSocket(serviceUrl(this.service, token));
     this.ws = ws;
     ws.onmessage = (event) => this.receive(event.data);
@@ -162,6 +170,8 @@ export class WwwsClient extends EventTarget {
     if (ws !== this.ws) return;
     this.ws = null;
     this.hello = null;
+    if (this.openedAt !== null && Date.now() - this.openedAt >= STABLE_MS) this.attempt = 0;
+    this.openedAt = null;
     for (const [, request] of this.pending) {
       clearTimeout(request.timer);
       request.reject(new WwwsError("disconnected", "the connection closed"));
@@ -246,7 +256,7 @@ export class WwwsClient extends EventTarget {
   welcome(frame) {
     const resumed = this.connects > 0;
     this.connects += 1;
-    this.attempt = 0;
+    this.openedAt = Date.now();
     this.hello = frame;
     this.setState("open");
     this.emit("hello", { ...frame, resumed });
