@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 CONTEXT = web.AppKey("context", ServiceContext)
 
+# After a close for an oversized or invalid frame, how long to keep the socket open.
+LINGER_SECONDS = 0.5
+_LINGER_AFTER = {CloseCode.INVALID_PAYLOAD, CloseCode.MESSAGE_TOO_BIG}
+
 # Frames a client may send per second (bursts of twice that) before `rate_limited`.
 FRAME_RATE = 50.0
 FRAME_BURST = 100
@@ -149,6 +153,11 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         await _read_frames(ctx, conn, ws)
     finally:
         await _disconnect(ctx, conn)
+    if ws.close_code in _LINGER_AFTER:
+        # aiohttp stopped reading mid-frame: closing now, with the rest of the frame
+        # unread, would reset the TCP connection, and a proxy in between may drop our
+        # close frame with it. Keep reading (and discarding) a moment: a clean close.
+        await asyncio.sleep(LINGER_SECONDS)
     return ws
 
 

@@ -54,6 +54,7 @@ class Stack:
     chat_replicas: int
     env_file: Path
     drain_seconds: float = 3.0
+    outbound_queue_bytes: int = 256 * 1024
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -77,6 +78,8 @@ class Stack:
                 "WWWS_DEV_LOGIN": "1",
                 "WWWS_DRAIN_SECONDS": str(self.drain_seconds),
                 "WWWS_FEED_INTERVAL_SECONDS": "0.2",
+                # small enough that the slow-consumer test fills it quickly
+                "WWWS_OUTBOUND_QUEUE_BYTES": str(self.outbound_queue_bytes),
                 "WWWS_BIND": "127.0.0.1",
                 "HTTP_PORT": str(self.http_port),
                 "HTTPS_PORT": str(self.https_port),
@@ -145,6 +148,18 @@ class Stack:
             )
         finally:
             client.close()
+
+    def container_for(self, node: str) -> Any:
+        """The container whose hostname (the replica's node id) is ``node``."""
+        for service in ("chat", "ticker", "telephony"):
+            for container in self.containers(service):
+                if container.id.startswith(node):
+                    return container
+        raise LookupError(node)
+
+    def container_ip(self, container: Any) -> str:
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        return str(networks[f"{self.project}_default"]["IPAddress"])
 
     def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
         command = [
