@@ -39,30 +39,24 @@ apt_install() {
 # ---------------------------------------------------------------- 1. docker engine
 docker_ok() { have docker && timeout 10 docker info >/dev/null 2>&1; }
 
-if docker_ok; then
-    step "docker engine: running ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
-else
-    if ! have dockerd || ! have docker; then
-        apt_install docker.io
-    fi
-    have dockerd || die "dockerd not found after install"
+start_dockerd() {
+    have dockerd || die "dockerd not found after installing docker.io"
     if ! is_root; then
-        die "the docker daemon is not answering and only root can start it: run 'sudo dockerd &' (or start the docker service) and run again"
+        die "the docker daemon is not answering and only root can start it: start it (sudo dockerd &, or the docker service) and run again"
     fi
-    pidfile=/var/run/docker.pid
-    running_pid=""
+    local pidfile=/var/run/docker.pid pid running_pid="" log i wait_max
     if [ -f "$pidfile" ]; then
         pid=$(cat "$pidfile" 2>/dev/null || true)
         if [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = dockerd ]; then
             running_pid=$pid
             step "docker engine: dockerd already running as pid $pid, waiting for it"
         else
-            step "docker engine: removing stale $pidfile (pid ${pid:-none} is not dockerd)"
+            step "docker engine: removing stale $pidfile (pid ${pid:-none} is not a running dockerd)"
             rm -f "$pidfile"
         fi
     fi
+    log=${DOCKERD_LOG:-/var/log/wwws-dockerd.log}
     if [ -z "$running_pid" ]; then
-        log=${DOCKERD_LOG:-/var/log/wwws-dockerd.log}
         step "docker engine: starting dockerd in the background (log: $log)"
         # setsid + nohup: the daemon outlives this script and its terminal.
         setsid nohup dockerd >>"$log" 2>&1 </dev/null &
@@ -72,11 +66,21 @@ else
     i=0
     until docker_ok; do
         i=$((i + 1))
-        [ "$i" -le "$wait_max" ] || die "docker engine did not answer within ${wait_max}s; see ${DOCKERD_LOG:-/var/log/wwws-dockerd.log}"
+        [ "$i" -le "$wait_max" ] || die "docker engine did not answer within ${wait_max}s; see $log"
         if [ $((i % 5)) -eq 1 ]; then step "docker engine: waiting for 'docker info' (${i}s)"; fi
         sleep 1
     done
-    step "docker engine: ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')) after ${i}s"
+}
+
+if docker_ok; then
+    step "docker engine: running ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+else
+    if ! have dockerd || ! have docker; then
+        apt_install docker.io
+    fi
+    # A daemon may already answer once the CLI is there (local socket, DOCKER_HOST).
+    docker_ok || start_dockerd
+    step "docker engine: ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
 fi
 
 # ---------------------------------------------------------------- tools venv (lazy)
