@@ -84,7 +84,9 @@ def test_join_form_on_a_phone(pages: Pages, stack: Stack, screenshots: Path) -> 
     page.screenshot(path=screenshots / "chat-join-phone.png")
 
 
-def test_resumes_after_the_server_drops_the_socket(pages: Pages, stack: Stack) -> None:
+def test_resumes_after_the_server_drops_the_socket(
+    pages: Pages, stack: Stack, screenshots: Path
+) -> None:
     room = f"room-{secrets.token_hex(3)}"
     alice = join(pages, stack, "alice", room)
     send(alice, "before the drop")
@@ -113,6 +115,7 @@ def test_resumes_after_the_server_drops_the_socket(pages: Pages, stack: Stack) -
         "items => items.map(li => Number(li.dataset.offset))"
     )
     assert offsets == sorted(set(offsets)), "no message twice, in order"
+    alice.screenshot(path=screenshots / "chat-resumed.png")
 
 
 def test_does_not_reconnect_after_a_4000_range_close(pages: Pages, stack: Stack) -> None:

@@ -72,7 +72,9 @@ def test_prices_snapshot_then_live_with_direction(
 
 
 def test_notifications_reach_only_their_user(pages: Pages, stack: Stack, screenshots: Path) -> None:
-    alice = sign_in(pages, stack, "alice", viewport={"width": 390, "height": 800})
+    alice = sign_in(
+        pages, stack, "alice", viewport={"width": 390, "height": 800}, color_scheme="dark"
+    )
     bob = sign_in(pages, stack, "bob")
     notify(stack, "alice", "Your order for 10 AAPL was filled")
     notify(stack, "alice", "Price alert: NVDA crossed 150")
@@ -83,7 +85,7 @@ def test_notifications_reach_only_their_user(pages: Pages, stack: Stack, screens
     expect(items.nth(1)).to_contain_text("Your order for 10 AAPL was filled")
     bob.wait_for_timeout(200)
     expect(bob.get_by_test_id("notification")).to_have_count(0)
-    alice.screenshot(path=screenshots / "ticker-phone.png", full_page=True)
+    alice.screenshot(path=screenshots / "ticker-phone-dark.png", full_page=True)
 
 
 def test_missed_notifications_arrive_after_a_reconnect(pages: Pages, stack: Stack) -> None:
