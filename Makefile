@@ -18,7 +18,7 @@ IMAGES_ENV := deploy/build/images.env
 WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
 COMPOSE := $(WITH_IMAGES) docker compose
 
-.PHONY: help provision images certs env up down ps logs test lint unit e2e
+.PHONY: help provision images certs env up down ps logs scale compose test lint unit e2e
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,12 @@ ps: ## list the stack's containers
 
 logs: ## follow the stack's logs (S=chat for one service)
 	@$(COMPOSE) logs -f --tail=100 $(S)
+
+scale: ## scale one service with the stack's settings: make scale S=chat N=3
+	@$(COMPOSE) up -d --wait --no-build --scale $(S)=$(N)
+
+compose: ## any docker compose command with the stack's settings: make compose ARGS="top chat"
+	@$(COMPOSE) $(ARGS)
 
 # Placeholders, rewritten by the services owner.
 test: images certs ## run all tests
