@@ -38,13 +38,8 @@ images: ## choose public images or build offline stand-ins, then build the app i
 certs: ## create the local CA and the localhost certificate in deploy/certs (idempotent)
 	@uv run --quiet --extra ops python -m services.tools.localca --quiet
 
-env: ## create .env from .env.example with generated secrets (if missing)
-	@if [ ! -f .env ]; then \
-	  secret=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))'); \
-	  key=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'); \
-	  sed -e "s|^WWWS_TOKEN_SECRET=.*|WWWS_TOKEN_SECRET=$$secret|" -e "s|^WWWS_TICKER_API_KEY=.*|WWWS_TICKER_API_KEY=$$key|" .env.example >.env; \
-	  chmod 600 .env; echo "[env] created .env with a random WWWS_TOKEN_SECRET and WWWS_TICKER_API_KEY"; \
-	else echo "[env] .env exists, kept"; fi
+env: ## create .env (random secrets) if missing; refresh its DOCKER_GID and image names
+	@bash deploy/dotenv.sh
 
 up: provision images certs env ## start the stack (docker compose up -d --wait) and print the URLs
 	@$(COMPOSE) up -d --wait --no-build
