@@ -46,12 +46,18 @@ async def collect_msgs(
 
 
 async def receive_close(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> int:
-    """Read until the server closes; return the close code."""
+    """Read until the server closes; return the code of its close frame (1006: none came).
+
+    The frame's code, not ``ws.close_code``: aiohttp's client replaces the latter with 1006
+    when the server has already closed the socket as its reply is written, which is what
+    a browser would not report."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         message = await ws.receive(timeout=max(0.01, deadline - loop.time()))
-        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+        if message.type is aiohttp.WSMsgType.CLOSE:
+            return int(message.data)
+        if message.type is aiohttp.WSMsgType.CLOSED:
             assert ws.close_code is not None
             return ws.close_code
         if message.type is aiohttp.WSMsgType.CLOSING:

@@ -37,9 +37,11 @@ log = logging.getLogger(__name__)
 
 CONTEXT = web.AppKey("context", ServiceContext)
 
-# After a close for an oversized or invalid frame, how long to keep the socket open.
-LINGER_SECONDS = 0.5
-_LINGER_AFTER = {CloseCode.INVALID_PAYLOAD, CloseCode.MESSAGE_TOO_BIG}
+# aiohttp refuses a frame as soon as its header announces more than its limit, then
+# closes the socket with the rest of the frame unread: the kernel answers with a reset,
+# and a proxy in between may drop our 1009 close frame with it. So aiohttp's limit is a
+# hard cap well above ours; frames between the two are read whole and closed cleanly.
+HARD_FRAME_LIMIT_FACTOR = 4
 
 # Frames a client may send per second (bursts of twice that) before `rate_limited`.
 FRAME_RATE = 50.0
@@ -125,7 +127,7 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         raise _refuse(ctx, error) from None
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_seconds,
-        max_msg_size=settings.max_frame_bytes,
+        max_msg_size=settings.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
         compress=False,  # encode-once fan-out needs uncompressed frames
         timeout=settings.close_timeout,
     )
@@ -153,11 +155,6 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         await _read_frames(ctx, conn, ws)
     finally:
         await _disconnect(ctx, conn)
-    if ws.close_code in _LINGER_AFTER:
-        # aiohttp stopped reading mid-frame: closing now, with the rest of the frame
-        # unread, would reset the TCP connection, and a proxy in between may drop our
-        # close frame with it. Keep reading (and discarding) a moment: a clean close.
-        await asyncio.sleep(LINGER_SECONDS)
     return ws
 
 
@@ -171,6 +168,10 @@ async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketR
             return
         if message.type is not WSMsgType.TEXT:
             continue  # ERROR: aiohttp already closed with 1007/1009
+        if len(message.data) > ctx.settings.max_frame_bytes:
+            limit = ctx.settings.max_frame_bytes
+            await conn.close(CloseCode.MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
+            return
         verdict = guard.check()
         if verdict is Verdict.CLOSE:
             await conn.close(CloseCode.RATE_LIMITED, "too many frames")

@@ -1,9 +1,12 @@
 """Browser tests: the real pages in Debian's Chromium (headless, driven by Playwright).
 
 The three services run in-process on a background event loop, each on its own
-http://127.0.0.1:<port> (loopback is a secure context, as https is), sharing one
-memory backplane. Playwright never downloads a browser here: it drives /usr/bin/chromium
-(``apt-get install -y chromium``), and a missing Chromium fails the tests, never skips them.
+http://127.0.0.1:<port> (loopback is a secure context, as https is), sharing one memory
+backplane; test_tls_pages.py serves them over https://localhost with a certificate from
+the project's local CA, which Chromium trusts by its key (SPKI) alone.
+
+Playwright never downloads a browser here: it drives /usr/bin/chromium (``apt-get install
+-y chromium``), and a missing Chromium fails the tests, never skips them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import os
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
@@ -22,7 +26,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from helpers import SECRET
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from services.chat.app import create_app as create_chat
 from services.kit.app import CONTEXT
@@ -55,9 +59,15 @@ class Stack:
     apps: dict[str, web.Application] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
     thread: threading.Thread | None = None
+    #: serve https (and so wss) with this context, at ``localhost`` as the certificate says
+    tls: ssl.SSLContext | None = None
+
+    @property
+    def origin_host(self) -> str:
+        return "https://localhost" if self.tls else "http://127.0.0.1"
 
     def url(self, service: str, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.ports[service]}/{path}"
+        return f"{self.origin_host}:{self.ports[service]}/{path}"
 
     def context(self, service: str) -> ServiceContext:
         return self.apps[service][CONTEXT]
@@ -78,7 +88,7 @@ class Stack:
             sockets[service] = sock
             self.ports[service] = sock.getsockname()[1]
         # Every page may open a socket to any of the three (the landing page links them).
-        origins = tuple(f"http://127.0.0.1:{port}" for port in self.ports.values())
+        origins = tuple(f"{self.origin_host}:{port}" for port in self.ports.values())
         for service, factory in FACTORIES.items():
             settings = Settings(
                 service=service,
@@ -97,7 +107,7 @@ class Stack:
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
                 await runner.setup()
                 self.runners.append(runner)
-                await web.SockSite(runner, sockets[service]).start()
+                await web.SockSite(runner, sockets[service], ssl_context=self.tls).start()
 
         self.run(listen())
 
@@ -136,12 +146,26 @@ def chromium_path() -> str:
     return found
 
 
+# Module scope, not session: while Playwright's sync API is started, the main thread looks
+# like it runs an event loop, which breaks the asyncio tests that may run after these.
 @pytest.fixture(scope="module")
-def browser(chromium_path: str) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+def playwright(chromium_path: str) -> Iterator[Playwright]:
+    with sync_playwright() as started:
+        yield started
+
+
+def launch(playwright: Playwright, chromium_path: str, *extra_args: str) -> Browser:
+    """Debian's Chromium, headless, with the flags verified on these machines."""
+    return playwright.chromium.launch(
+        executable_path=chromium_path, args=[*CHROMIUM_ARGS, *extra_args]
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, chromium_path: str) -> Iterator[Browser]:
+    chromium = launch(playwright, chromium_path)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture(scope="session")

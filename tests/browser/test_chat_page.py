@@ -9,32 +9,13 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import Pages, Stack
-from playwright.sync_api import Locator, Page, expect
+from flows import join_chat as join
+from flows import message, send
+from playwright.sync_api import expect
 
 from services.kit.connection import Connection
 
 pytestmark = pytest.mark.browser
-
-
-def join(pages: Pages, stack: Stack, user: str, room: str, **options: object) -> Page:
-    page = pages.open(stack.url("chat", "chat/"), **options)
-    page.get_by_test_id("name").fill(user)
-    page.get_by_test_id("room").fill(room)
-    page.get_by_test_id("join").click()
-    expect(page.get_by_test_id("status")).to_have_text("open")
-    expect(page.get_by_test_id("node")).to_have_text("chat-1")
-    expect(page.get_by_test_id("me")).to_have_text(user)
-    return page
-
-
-def send(page: Page, text: str) -> None:
-    page.get_by_test_id("text").fill(text)
-    page.get_by_test_id("text").press("Enter")
-    expect(page.get_by_test_id("text")).to_have_value("")  # cleared once acked
-
-
-def message(page: Page, text: str) -> Locator:
-    return page.get_by_test_id("message").filter(has_text=text)
 
 
 def connections(stack: Stack, user: str) -> list[Connection]:

@@ -6,18 +6,10 @@ from pathlib import Path
 
 import pytest
 from conftest import Pages, Stack
-from playwright.sync_api import Page, expect
+from flows import go_online
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
-
-
-def go_online(pages: Pages, stack: Stack, user: str, **options: object) -> Page:
-    page = pages.open(stack.url("telephony", "telephony/"), **options)
-    page.get_by_test_id("name").fill(user)
-    page.get_by_test_id("login").click()
-    expect(page.get_by_test_id("status")).to_have_text("open")
-    expect(page.get_by_test_id("node")).to_have_text("telephony-1")
-    return page
 
 
 def test_sees_bob_come_online_and_go_offline(pages: Pages, stack: Stack, screenshots: Path) -> None:

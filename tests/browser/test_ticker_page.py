@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import API_KEY, Pages, Stack
-from playwright.sync_api import Page, expect
+from flows import sign_in_ticker as sign_in
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -33,15 +34,6 @@ def notify(stack: Stack, user: str, text: str) -> None:
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
     with direct.open(request, timeout=5) as response:
         assert response.status == 200
-
-
-def sign_in(pages: Pages, stack: Stack, user: str, **options: object) -> Page:
-    page = pages.open(stack.url("ticker", "ticker/"), **options)
-    page.get_by_test_id("name").fill(user)
-    page.get_by_test_id("login").click()
-    expect(page.get_by_test_id("status")).to_have_text("open")
-    expect(page.get_by_test_id("node")).to_have_text("ticker-1")
-    return page
 
 
 def test_prices_snapshot_then_live_with_direction(

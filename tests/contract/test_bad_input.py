@@ -84,6 +84,15 @@ async def test_oversized_frame_closes_1009(replicas):
     await _bystander_still_works(client, bystander)
 
 
+async def test_frame_over_the_hard_cap_closes_1009_too(replicas):
+    client = await replicas.start(create_app, "chat", max_frame_bytes=1024)
+    bystander = await _bystander(client)
+    ws = await connect(client, "chat")
+    await ws.send_str("x" * 10_000)  # over 4x the limit: refused from the frame header
+    assert await receive_close(ws) == 1009
+    await _bystander_still_works(client, bystander)
+
+
 async def test_invalid_utf8_closes_1007(replicas):
     client = await replicas.start(create_app, "chat")
     bystander = await _bystander(client)

@@ -219,6 +219,8 @@ async def test_a_client_that_stops_reading_is_closed_4108_and_others_keep_up(rep
     code = None
     while code is None:  # drain what the socket holds, then the close frame
         message = await slow.receive(timeout=10)
-        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+        if message.type is aiohttp.WSMsgType.CLOSE:
+            code = message.data
+        elif message.type is aiohttp.WSMsgType.CLOSED:
             code = slow.close_code
     assert code == 4108

@@ -134,7 +134,9 @@ async def test_a_client_that_stops_reading_is_closed_4108_and_others_keep_up(sta
             code = None
             while code is None:  # what the socket held, then the close frame
                 message = await slow.receive(timeout=30)
-                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                if message.type is aiohttp.WSMsgType.CLOSE:
+                    code = message.data
+                elif message.type is aiohttp.WSMsgType.CLOSED:
                     code = slow.close_code
             assert code == 4108
         after = victim.stats(stream=False)["memory_stats"]["usage"]

@@ -50,7 +50,9 @@ async def test_sigterm_drains_one_replica_without_failed_handshakes(stack: Stack
         stop.set()
         await prober
 
-        assert set(codes) == {1001}
+        traefik = stack.containers("traefik")[0].logs(tail=40).decode(errors="replace")
+        errors = [repr(ws.exception()) for ws in clients[victim_node]]
+        assert set(codes) == {1001}, (errors, traefik)
         # the drain waits WWWS_DRAIN_SECONDS with readiness at 503, then closes
         assert stack.drain_seconds <= closed_after < stack.drain_seconds + 10
         assert attempts > 20

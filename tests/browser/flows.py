@@ -1,0 +1,45 @@
+"""What a person does on each page, shared by the browser tests."""
+
+from __future__ import annotations
+
+from conftest import Pages, Stack
+from playwright.sync_api import Locator, Page, expect
+
+
+def join_chat(pages: Pages, stack: Stack, user: str, room: str, **options: object) -> Page:
+    page = pages.open(stack.url("chat", "chat/"), **options)
+    page.get_by_test_id("name").fill(user)
+    page.get_by_test_id("room").fill(room)
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    expect(page.get_by_test_id("node")).to_have_text("chat-1")
+    expect(page.get_by_test_id("me")).to_have_text(user)
+    return page
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_test_id("text").fill(text)
+    page.get_by_test_id("text").press("Enter")
+    expect(page.get_by_test_id("text")).to_have_value("")  # cleared once acked
+
+
+def message(page: Page, text: str) -> Locator:
+    return page.get_by_test_id("message").filter(has_text=text)
+
+
+def sign_in_ticker(pages: Pages, stack: Stack, user: str, **options: object) -> Page:
+    page = pages.open(stack.url("ticker", "ticker/"), **options)
+    page.get_by_test_id("name").fill(user)
+    page.get_by_test_id("login").click()
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    expect(page.get_by_test_id("node")).to_have_text("ticker-1")
+    return page
+
+
+def go_online(pages: Pages, stack: Stack, user: str, **options: object) -> Page:
+    page = pages.open(stack.url("telephony", "telephony/"), **options)
+    page.get_by_test_id("name").fill(user)
+    page.get_by_test_id("login").click()
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    expect(page.get_by_test_id("node")).to_have_text("telephony-1")
+    return page
