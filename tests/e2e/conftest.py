@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +25,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack.create(tmp_path_factory.mktemp("e2e"), chat_replicas=CHAT_REPLICAS)
     stack.write_env_file()
+    # Compose lets the shell's environment win over --env-file, and `make` exports some of
+    # these (WWWS_PUBLIC_URL, COMPOSE_PROJECT_NAME...) for the user's own stack.
+    saved = {key: os.environ.get(key) for key in stack.env()}
+    os.environ.update(stack.env())
     yield stack
     stack.remove_leftovers()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
