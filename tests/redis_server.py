@@ -59,5 +59,5 @@ def running_redis() -> Iterator[str]:
             raise RuntimeError(f"redis container did not answer: {container.logs()[-500:]!r}")
         yield url
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # and its anonymous /data volume
         client.close()
