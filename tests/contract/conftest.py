@@ -6,14 +6,14 @@ modules to run the same behaviour against a real Redis.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 import redis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from helpers import SECRET, receive_op
 from redis_server import running_redis
 
@@ -41,22 +41,17 @@ def token(user: str) -> str:
 
 
 class Replicas:
-    """Several in-process replicas of one service sharing one backplane store."""
+    """Several in-process replicas of one service sharing one backplane store, each
+    served by pytest-aiohttp's ``aiohttp_client`` (which also closes them)."""
 
-    def __init__(self, new_backplane: Callable[[], Backplane]) -> None:
+    def __init__(self, new_backplane: Callable[[], Backplane], aiohttp_client: Any) -> None:
         self.new_backplane = new_backplane
-        self.clients: list[TestClient[web.Request, web.Application]] = []
+        self._aiohttp_client = aiohttp_client
 
     async def start(self, create_app: AppFactory, service: str, **overrides: Any) -> TestClient:
         app = create_app(make_settings(service, **overrides), self.new_backplane())
-        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
-        await client.start_server()
-        self.clients.append(client)
+        client: TestClient = await self._aiohttp_client(app)
         return client
-
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.close()
 
 
 @pytest.fixture(scope="session")
@@ -77,10 +72,8 @@ def backplane_factory(request: pytest.FixtureRequest) -> Callable[..., Backplane
 
 
 @pytest.fixture
-async def replicas(backplane_factory: Callable[[], Backplane]) -> AsyncIterator[Replicas]:
-    group = Replicas(backplane_factory)
-    yield group
-    await group.close()
+def replicas(backplane_factory: Callable[[], Backplane], aiohttp_client: Any) -> Replicas:
+    return Replicas(backplane_factory, aiohttp_client)
 
 
 Connect = Callable[..., Awaitable[aiohttp.ClientWebSocketResponse]]
