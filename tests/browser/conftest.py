@@ -26,7 +26,14 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from helpers import SECRET
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from services.chat.app import create_app as create_chat
 from services.kit.app import CONTEXT
@@ -43,6 +50,9 @@ CHROMIUM = os.environ.get("WWWS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 API_KEY = "browser-test-api-key"
 FACTORIES = {"chat": create_chat, "ticker": create_ticker, "telephony": create_telephony}
+# Everything here happens in milliseconds on loopback; the slack is for a loaded CI machine.
+TIMEOUT_MS = 10_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -189,7 +199,7 @@ class Pages:
     def open(self, url: str, **context_options: Any) -> Page:
         options = {"viewport": {"width": 1100, "height": 760}, **context_options}
         context = self.browser.new_context(**options)
-        context.set_default_timeout(5000)
+        context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: self.errors.append(f"{url}: {error}"))
