@@ -91,35 +91,47 @@ class Stack:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def start(self) -> None:
-        sockets = {}
-        for service in FACTORIES:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets[service] = sock
-            self.ports[service] = sock.getsockname()[1]
+        sockets = {service: self._reserve(service) for service in FACTORIES}
         # Every page may open a socket to any of the three (the landing page links them).
         origins = tuple(f"{self.origin_host}:{port}" for port in self.ports.values())
         for service, factory in FACTORIES.items():
-            settings = Settings(
-                service=service,
-                token_secret=SECRET,
-                allowed_origins=origins,
-                node_id=f"{service}-1",
-                dev_login=True,
-                api_key=API_KEY,
-            )
+            settings = self._settings(service, f"{service}-1", origins)
             self.apps[service] = factory(settings, MemoryBackplane(self.broker))
         self.thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
         self.thread.start()
+        for service in FACTORIES:
+            self.run(self._listen(service, sockets[service]))
 
-        async def listen() -> None:
-            for service, app in self.apps.items():
-                runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-                await runner.setup()
-                self.runners.append(runner)
-                await web.SockSite(runner, sockets[service], ssl_context=self.tls).start()
+    def add_replica(self, service: str, node: str) -> None:
+        """Another replica of ``service`` on its own port, sharing the backplane; reach it
+        as ``url(node, ...)``. Like replicas behind Traefik, minus the proxy."""
+        sock = self._reserve(node)
+        settings = self._settings(service, node, (f"{self.origin_host}:{self.ports[node]}",))
+        self.apps[node] = FACTORIES[service](settings, MemoryBackplane(self.broker))
+        self.run(self._listen(node, sock))
 
-        self.run(listen())
+    def _reserve(self, name: str) -> socket.socket:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.ports[name] = sock.getsockname()[1]
+        return sock
+
+    @staticmethod
+    def _settings(service: str, node: str, origins: tuple[str, ...]) -> Settings:
+        return Settings(
+            service=service,
+            token_secret=SECRET,
+            allowed_origins=origins,
+            node_id=node,
+            dev_login=True,
+            api_key=API_KEY,
+        )
+
+    async def _listen(self, name: str, sock: socket.socket) -> None:
+        runner = web.AppRunner(self.apps[name], access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        self.runners.append(runner)
+        await web.SockSite(runner, sock, ssl_context=self.tls).start()
 
     def stop(self) -> None:
         async def cleanup() -> None:

@@ -6,13 +6,16 @@ from conftest import Pages, Stack
 from playwright.sync_api import Locator, Page, expect
 
 
-def join_chat(pages: Pages, stack: Stack, user: str, room: str, **options: object) -> Page:
-    page = pages.open(stack.url("chat", "chat/"), **options)
+def join_chat(
+    pages: Pages, stack: Stack, user: str, room: str, node: str = "chat-1", **options: object
+) -> Page:
+    """Join ``room`` on the chat replica ``node`` (see Stack.add_replica)."""
+    page = pages.open(stack.url("chat" if node == "chat-1" else node, "chat/"), **options)
     page.get_by_test_id("name").fill(user)
     page.get_by_test_id("room").fill(room)
     page.get_by_test_id("join").click()
     expect(page.get_by_test_id("status")).to_have_text("open")
-    expect(page.get_by_test_id("node")).to_have_text("chat-1")
+    expect(page.get_by_test_id("node")).to_have_text(node)
     expect(page.get_by_test_id("me")).to_have_text(user)
     return page
 

@@ -52,6 +52,20 @@ def test_two_people_talk_both_ways(pages: Pages, stack: Stack, screenshots: Path
     expect(alice.get_by_test_id("members").locator("li")).to_have_text(["alice"])
 
 
+def test_messages_fan_out_across_replicas(pages: Pages, stack: Stack) -> None:
+    if "chat-2" not in stack.ports:
+        stack.add_replica("chat", "chat-2")
+    room = f"room-{secrets.token_hex(3)}"
+    alice = join(pages, stack, "alice", room)
+    bob = join(pages, stack, "bob", room, node="chat-2")  # shows the replica it landed on
+    send(alice, "from replica 1")
+    send(bob, "from replica 2")
+    for page in (alice, bob):
+        texts = page.get_by_test_id("message").locator(".text")
+        expect(texts).to_have_text(["from replica 1", "from replica 2"])
+        expect(page.get_by_test_id("members").locator("li")).to_have_text(["alice", "bob"])
+
+
 def test_join_form_on_a_phone(pages: Pages, stack: Stack, screenshots: Path) -> None:
     page = pages.open(
         stack.url("chat", "chat/"),
