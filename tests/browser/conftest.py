@@ -19,7 +19,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,11 +102,12 @@ class Stack:
         for service in FACTORIES:
             self.run(self._listen(service, sockets[service]))
 
-    def add_replica(self, service: str, node: str) -> None:
+    def add_replica(self, service: str, node: str, **overrides: Any) -> None:
         """Another replica of ``service`` on its own port, sharing the backplane; reach it
         as ``url(node, ...)``. Like replicas behind Traefik, minus the proxy."""
         sock = self._reserve(node)
-        settings = self._settings(service, node, (f"{self.origin_host}:{self.ports[node]}",))
+        origin = f"{self.origin_host}:{self.ports[node]}"
+        settings = replace(self._settings(service, node, (origin,)), **overrides)
         self.apps[node] = FACTORIES[service](settings, MemoryBackplane(self.broker))
         self.run(self._listen(node, sock))
 

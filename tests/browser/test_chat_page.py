@@ -11,8 +11,10 @@ import pytest
 from conftest import Pages, Stack
 from flows import join_chat as join
 from flows import message, send
+from helpers import SECRET
 from playwright.sync_api import expect
 
+from services.kit.auth import mint_token
 from services.kit.connection import Connection
 
 pytestmark = pytest.mark.browser
@@ -184,3 +186,25 @@ def test_a_reset_history_is_announced_not_silent(pages: Pages, stack: Stack) -> 
     expect(texts).to_have_text(["first of the new history"])
     send(alice, "still talking")
     expect(texts).to_have_text(["first of the new history", "still talking"])
+
+
+def test_a_token_in_the_address_skips_the_login(pages: Pages, stack: Stack) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    token = mint_token("zoe", SECRET)
+    page = pages.open(stack.url("chat", f"chat/?room={room}#token={token}"))
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    expect(page.get_by_test_id("me")).to_have_text("zoe")
+    expect(page.get_by_test_id("room-name")).to_have_text(room)
+    assert "token" not in page.url  # taken out of the address bar and history
+    send(page, "no dev login needed")
+    expect(message(page, "no dev login needed")).to_have_attribute("data-user", "zoe")
+
+
+def test_says_so_when_the_dev_login_is_off(pages: Pages, stack: Stack) -> None:
+    if "chat-prod" not in stack.ports:
+        stack.add_replica("chat", "chat-prod", dev_login=False)
+    page = pages.open(stack.url("chat-prod", "chat/"))
+    page.get_by_test_id("name").fill("alice")
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("join-error")).to_contain_text("dev login is off")
+    expect(page.get_by_test_id("join-error")).to_contain_text("#token=")

@@ -33,6 +33,13 @@ export async function devLogin(user) {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ user }),
   });
+  if (response.status === 404) {
+    throw new WwwsError(
+      "login_refused",
+      "The dev login is off on this server: open this page with #token=<JWT> " +
+        "(mint one with `make token USER=name`).",
+    );
+  }
   if (!response.ok) {
     const reason = (await response.text()).trim() || `login failed (HTTP ${response.status})`;
     // 4xx: this name/request is refused for good; 5xx: the service is having a moment.
@@ -40,6 +47,26 @@ export async function devLogin(user) {
     throw new WwwsError(code, reason);
   }
   return response.json(); // {user, token}
+}
+
+/**
+ * A token handed to the page in its address, `#token=JWT` (e.g. from `make token
+ * USER=alice`), for servers where the dev login is off. The fragment never reaches a
+ * server or its logs; it is removed from the address bar (and history) at once.
+ * Returns {user, token} or null.
+ */
+export function takeHashToken() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!token) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  try {
+    // Only to show who we are; the server verifies the token, the page cannot.
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const user = JSON.parse(atob(payload)).sub;
+    return typeof user === "string" ? { user, token } : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The WebSocket URL of a service on the page's own host: wss:// under https. */
