@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -160,13 +159,6 @@ class Stack:
     def container_ip(self, container: Any) -> str:
         networks = container.attrs["NetworkSettings"]["Networks"]
         return str(networks[f"{self.project}_default"]["IPAddress"])
-
-    def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            "docker", "compose", "--env-file", str(self.env_file),
-            "-f", str(ROOT / "compose.yaml"), "-p", self.project, *args,
-        ]  # fmt: skip
-        return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
     def remove_leftovers(self) -> None:
         """Safety net after `down`: nothing labelled with this project survives a run."""
