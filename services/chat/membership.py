@@ -6,13 +6,11 @@ a replica that dies takes its users out within the presence TTL (see services.ki
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 from services.kit.connection import Connection
 from services.kit.protocol import ClientFrame, ErrorCode, ProtocolError, encode, require_channel
-from services.kit.roster import Roster
+from services.kit.roster import Roster, add_roster
 from services.kit.service import ServiceContext
 
 __all__ = ["MEMBERSHIP", "op_members", "room_joined", "room_left", "setup_membership"]
@@ -57,18 +55,4 @@ async def op_members(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
 
 
 def setup_membership(app: web.Application, ctx: ServiceContext) -> None:
-    rooms = Roster(
-        ctx.backplane,
-        ctx.hub,
-        ctx.settings.node_id,
-        ctx.settings.presence_ttl_seconds,
-        events_channel=events_channel,
-        notify=send_change,
-    )
-    ctx.extras[MEMBERSHIP] = rooms
-
-    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        async for state in rooms.lifecycle():
-            yield state
-
-    app.cleanup_ctx.append(lifecycle)
+    ctx.extras[MEMBERSHIP] = add_roster(app, ctx, events_channel, send_change)

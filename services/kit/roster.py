@@ -18,12 +18,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import orjson
+from aiohttp import web
 
 from .backplane import Backplane, BackplaneUnavailable, Publication
 from .connection import Connection
 from .hub import ChannelHub, SubscribeResult
+from .service import ServiceContext
 
-__all__ = ["Notify", "Roster"]
+__all__ = ["Notify", "Roster", "add_roster"]
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +251,27 @@ class _EventsSubscriber:
 
     def resubscribed(self, channel: str, result: SubscribeResult) -> None:
         return None  # the sweep re-reads every group and user listened to
+
+
+def add_roster(
+    app: web.Application,
+    ctx: ServiceContext,
+    events_channel: Callable[[str], str],
+    notify: Notify,
+) -> Roster:
+    """A roster for this replica, refreshed and swept while the app runs."""
+    roster = Roster(
+        ctx.backplane,
+        ctx.hub,
+        ctx.settings.node_id,
+        ctx.settings.presence_ttl_seconds,
+        events_channel=events_channel,
+        notify=notify,
+    )
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        async for state in roster.lifecycle():
+            yield state
+
+    app.cleanup_ctx.append(lifecycle)
+    return roster

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from services.kit.protocol import (
     encode,
     require_str_list,
 )
-from services.kit.roster import Roster
+from services.kit.roster import Roster, add_roster
 from services.kit.service import ChannelPolicy, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
 
@@ -94,21 +93,7 @@ class NoChannels(ChannelPolicy):
 
 
 def setup(app: web.Application, ctx: ServiceContext) -> None:
-    online = Roster(
-        ctx.backplane,
-        ctx.hub,
-        ctx.settings.node_id,
-        ctx.settings.presence_ttl_seconds,
-        events_channel=lambda _: EVENTS_CHANNEL,
-        notify=send_presence,
-    )
-    ctx.extras[ROSTER] = online
-
-    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        async for state in online.lifecycle():
-            yield state
-
-    app.cleanup_ctx.append(lifecycle)
+    ctx.extras[ROSTER] = add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence)
 
 
 SPEC = ServiceSpec(

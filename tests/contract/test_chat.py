@@ -8,7 +8,7 @@ import time
 import aiohttp
 import orjson
 from conftest import connect
-from helpers import collect_msgs, receive_op
+from helpers import collect_msgs, receive_close, receive_op
 
 from services.chat.app import create_app
 
@@ -216,11 +216,5 @@ async def test_a_client_that_stops_reading_is_closed_4108_and_others_keep_up(rep
     assert ctx.metrics.slow_consumer_disconnects._value.get() == 1
     # the replica never held more than the bound for the slow client
     assert ctx.replica.peak_outbound_bytes() <= bound
-    code = None
-    while code is None:  # drain what the socket holds, then the close frame
-        message = await slow.receive(timeout=10)
-        if message.type is aiohttp.WSMsgType.CLOSE:
-            code = message.data
-        elif message.type is aiohttp.WSMsgType.CLOSED:
-            code = slow.close_code
+    code = await receive_close(slow, 30)
     assert code == 4108

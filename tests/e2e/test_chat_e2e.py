@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from helpers import receive_op
+from helpers import receive_close, receive_op
 from stack import Stack
 
 CLIENTS = 30
@@ -131,13 +131,7 @@ async def test_a_client_that_stops_reading_is_closed_4108_and_others_keep_up(sta
             # the fast client received everything, in order, while the slow one stalled
             assert offsets == list(range(offsets[0], offsets[0] + total))
 
-            code = None
-            while code is None:  # what the socket held, then the close frame
-                message = await slow.receive(timeout=30)
-                if message.type is aiohttp.WSMsgType.CLOSE:
-                    code = message.data
-                elif message.type is aiohttp.WSMsgType.CLOSED:
-                    code = slow.close_code
+            code = await receive_close(slow, 30)
             assert code == 4108
         after = victim.stats(stream=False)["memory_stats"]["usage"]
         # ~6 MB went to the slow client's room; the replica kept at most its bound for it
