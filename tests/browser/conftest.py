@@ -191,13 +191,24 @@ def browser(playwright: Playwright, chromium_path: str) -> Iterator[Browser]:
     chromium.close()
 
 
+SCREENSHOTS = pytest.StashKey[Path]()
+
+
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    """Where pages are photographed for a human to look at (printed at the end)."""
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """Where pages are photographed for a human to look at (printed at the end);
+    WWWS_SCREENSHOTS=dir picks the folder."""
     folder = os.environ.get("WWWS_SCREENSHOTS")
     path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="wwws-screens-"))
     path.mkdir(parents=True, exist_ok=True)
+    request.config.stash[SCREENSHOTS] = path
     return path
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    path = config.stash.get(SCREENSHOTS, None)
+    if path is not None:
+        terminalreporter.write_line(f"browser screenshots: {path}")
 
 
 class Pages:
