@@ -37,7 +37,7 @@ export async function devLogin(user) {
     throw new WwwsError(
       "login_refused",
       "The dev login is off on this server: open this page with #token=<JWT> " +
-        "(mint one with `make token USER=name`).",
+        "(mint one with `make token U=name`).",
     );
   }
   if (!response.ok) {
