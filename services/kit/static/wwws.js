@@ -51,7 +51,7 @@ export async function devLogin(user) {
 
 /**
  * A token handed to the page in its address, `#token=JWT` (e.g. from `make token
- * USER=alice`), for servers where the dev login is off. The fragment never reaches a
+ * U=alice`), for servers where the dev login is off. The fragment never reaches a
  * server or its logs; it is removed from the address bar (and history) at once.
  * Returns {user, token} or null.
  */
