@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import ssl
-import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field, replace
@@ -195,12 +194,15 @@ SCREENSHOTS = pytest.StashKey[Path]()
 
 
 @pytest.fixture(scope="session")
-def screenshots(request: pytest.FixtureRequest) -> Path:
-    """Where pages are photographed for a human to look at (printed at the end);
-    WWWS_SCREENSHOTS=dir picks the folder."""
+def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where pages are photographed for a human to look at (printed at the end): pytest's
+    temp folder of the run (it keeps the last few runs), or WWWS_SCREENSHOTS=dir."""
     folder = os.environ.get("WWWS_SCREENSHOTS")
-    path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="wwws-screens-"))
-    path.mkdir(parents=True, exist_ok=True)
+    if folder:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("screenshots", numbered=False)
     request.config.stash[SCREENSHOTS] = path
     return path
 
