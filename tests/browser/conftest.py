@@ -66,7 +66,7 @@ class Stack:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     ports: dict[str, int] = field(default_factory=dict)
     apps: dict[str, web.Application] = field(default_factory=dict)
-    runners: list[web.AppRunner] = field(default_factory=list)
+    runners: dict[str, web.AppRunner] = field(default_factory=dict)
     thread: threading.Thread | None = None
     #: serve https (and so wss) with this context, at ``localhost`` as the certificate says
     tls: ssl.SSLContext | None = None
@@ -101,18 +101,26 @@ class Stack:
         for service in FACTORIES:
             self.run(self._listen(service, sockets[service]))
 
-    def add_replica(self, service: str, node: str, **overrides: Any) -> None:
-        """Another replica of ``service`` on its own port, sharing the backplane; reach it
-        as ``url(node, ...)``. Like replicas behind Traefik, minus the proxy."""
-        sock = self._reserve(node)
+    def add_replica(
+        self, service: str, node: str, port: int | None = None, **overrides: Any
+    ) -> None:
+        """Another replica of ``service`` on its own port (or ``port``, to stand in for one
+        that was removed), sharing the backplane; reach it as ``url(node, ...)``. Like
+        replicas behind Traefik, minus the proxy."""
+        sock = self._reserve(node, port)
         origin = f"{self.origin_host}:{self.ports[node]}"
         settings = replace(self._settings(service, node, (origin,)), **overrides)
         self.apps[node] = FACTORIES[service](settings, MemoryBackplane(self.broker))
         self.run(self._listen(node, sock))
 
-    def _reserve(self, name: str) -> socket.socket:
+    def remove_replica(self, node: str) -> None:
+        """Stop a replica as a deploy does: its sockets are closed with 1001."""
+        self.run(self.runners.pop(node).cleanup())
+
+    def _reserve(self, name: str, port: int | None = None) -> socket.socket:
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port or 0))
         self.ports[name] = sock.getsockname()[1]
         return sock
 
@@ -130,12 +138,12 @@ class Stack:
     async def _listen(self, name: str, sock: socket.socket) -> None:
         runner = web.AppRunner(self.apps[name], access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        self.runners.append(runner)
+        self.runners[name] = runner
         await web.SockSite(runner, sock, ssl_context=self.tls).start()
 
     def stop(self) -> None:
         async def cleanup() -> None:
-            for runner in self.runners:
+            for runner in self.runners.values():
                 await runner.cleanup()
 
         try:

@@ -68,6 +68,28 @@ def test_messages_fan_out_across_replicas(pages: Pages, stack: Stack) -> None:
         expect(page.get_by_test_id("members").locator("li")).to_have_text(["alice", "bob"])
 
 
+def test_resumes_on_another_replica_after_its_own_went_away(pages: Pages, stack: Stack) -> None:
+    room = f"room-{secrets.token_hex(3)}"
+    stack.add_replica("chat", "chat-3")
+    port = stack.ports["chat-3"]
+    alice = join(pages, stack, "alice", room, node="chat-3")
+    send(alice, "before the deploy")
+
+    stack.remove_replica("chat-3")  # 1001, then nothing listens: the page backs off
+    expect(alice.get_by_test_id("status")).to_have_text("waiting")
+    expect(alice.get_by_test_id("notice")).to_contain_text("Connection lost")
+    publish_as(stack, room, "bob", ["said during the deploy"])
+
+    # A new replica takes the address, as Traefik would route to a healthy one.
+    stack.add_replica("chat", "chat-4", port=port)
+    expect(alice.get_by_test_id("node")).to_have_text("chat-4")
+    expect(alice.get_by_test_id("notice")).to_contain_text("1 missed message recovered")
+    texts = alice.get_by_test_id("message").locator(".text")
+    expect(texts).to_have_text(["before the deploy", "said during the deploy"])
+    send(alice, "after the deploy")
+    expect(texts).to_have_text(["before the deploy", "said during the deploy", "after the deploy"])
+
+
 def test_join_form_on_a_phone(pages: Pages, stack: Stack, screenshots: Path) -> None:
     page = pages.open(
         stack.url("chat", "chat/"),
