@@ -47,3 +47,11 @@ def test_watch_list_is_remembered_and_rewatched(pages: Pages, stack: Stack) -> N
     expect(page.get_by_test_id("status-grace")).to_have_text("online")
     grace.close()
     expect(page.get_by_test_id("status-grace")).to_have_text("offline")
+
+    page.get_by_test_id("remove-grace").click()  # unwatch: gone from the list and storage
+    expect(page.get_by_test_id("person")).to_have_count(0)
+    page.reload()
+    page.get_by_test_id("name").fill("frank")
+    page.get_by_test_id("login").click()
+    expect(page.get_by_test_id("status")).to_have_text("open")
+    expect(page.get_by_test_id("person")).to_have_count(0)
