@@ -1,0 +1,1 @@
+"""wwws benchmarks: `make bench` (python -m bench). See docs/benchmarks.md."""

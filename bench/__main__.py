@@ -1,0 +1,302 @@
+"""`python -m bench`: measure wwws against the naive floor and its peers, in one run.
+
+Every target x scenario gets a freshly started server (same Redis, flushed; same
+Traefik); results go to bench/results/<UTC timestamp>/ and bench/results/latest/:
+results.json (raw), report.md (ratio table) and PNG plots. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import platform
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import peers
+from .loadgen import raise_nofile
+from .report import render_report, write_plots
+from .scenarios import SCENARIOS, Config, Run
+from .targets import (
+    Proc,
+    Server,
+    Target,
+    Traefik,
+    ensure_certs,
+    flush_redis,
+    free_port,
+    start_redis,
+    start_server,
+    start_ticker,
+    target_catalog,
+    ticker_protocol,
+)
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+DEFAULT_TARGETS = (
+    "wwws-direct",
+    "wwws-traefik",
+    "naive-direct",
+    "socketio-node",
+    "python-socketio",
+    "django-channels",
+)
+# A scenario that overruns is cut (its clients are dropped, its server stopped).
+SCENARIO_TIMEOUT = {
+    "fanout": 300.0,
+    "latency": 120.0,
+    "idle": 150.0,
+    "ticker": 120.0,
+    "churn": 60.0,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated, from: {', '.join(target_catalog())}",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny counts (the smoke test): checks the harness, not speed",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default bench/results/<timestamp>, and latest/)",
+    )
+    parser.add_argument("--fanout-subscribers", default=None, help="e.g. 250,1000,2000")
+    parser.add_argument("--fanout-rates", default=None, help="publications/s steps, e.g. 10,20,40")
+    parser.add_argument("--fanout-step-seconds", type=float, default=None)
+    parser.add_argument("--latency-subscribers", type=int, default=None)
+    parser.add_argument("--latency-rate", type=int, default=None)
+    parser.add_argument("--latency-seconds", type=float, default=None)
+    parser.add_argument("--idle", type=int, default=None, help="idle connections (direct)")
+    parser.add_argument("--ticker-subscribers", type=int, default=None)
+    parser.add_argument("--churn-seconds", type=float, default=None)
+    parser.add_argument("--no-plots", action="store_true")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    config = Config.quick() if args.quick else Config()
+    if args.fanout_subscribers:
+        config.fanout_subscribers = tuple(int(x) for x in args.fanout_subscribers.split(","))
+    if args.fanout_rates:
+        config.fanout_rates = tuple(int(x) for x in args.fanout_rates.split(","))
+    for name in (
+        "fanout_step_seconds",
+        "latency_subscribers",
+        "latency_rate",
+        "latency_seconds",
+        "ticker_subscribers",
+        "churn_seconds",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    if args.idle is not None:
+        config.idle_connections = args.idle
+        config.idle_connections_proxied = min(args.idle, config.idle_connections_proxied)
+    return config
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+class Harness:
+    def __init__(
+        self, targets: list[Target], scenarios: list[str], config: Config, workdir: Path
+    ) -> None:
+        self.targets = targets
+        self.scenarios = scenarios
+        self.config = config
+        self.workdir = workdir
+        self.kinds = sorted({t.server_kind for t in targets})
+        self.ports = {kind: free_port() for kind in self.kinds}
+        if "wwws" in self.kinds:
+            self.ports["wwws-ticker"] = free_port()
+        self.redis_url = ""
+        self.traefik: Traefik | None = None
+        self.peers_python: Path | None = None
+        self.node_dir: Path | None = None
+
+    def setup(self) -> None:
+        raise_nofile()
+        install_log = self.workdir / "install.log"
+        if {"psio", "channels"} & set(self.kinds):
+            log("installing the Python peers into bench/.peers/venv (first run only)")
+            self.peers_python = peers.ensure_python(install_log)
+        if "sio" in self.kinds:
+            log("installing Socket.IO 4.8 into bench/.peers/node (first run only)")
+            self.node_dir = peers.ensure_node(install_log)
+        _, self.redis_url = start_redis(self.workdir)
+        if any(t.via_traefik for t in self.targets):
+            ensure_certs()
+            self.traefik = Traefik(self.workdir, dict(self.ports))
+            self.traefik.start()
+        for target in self.targets:
+            target.traefik = self.traefik
+
+    def start(self, target: Target) -> Server:
+        flush_redis(self.redis_url)
+        return start_server(
+            target.server_kind,
+            self.ports[target.server_kind],
+            self.workdir,
+            self.redis_url,
+            self.peers_python,
+            self.node_dir,
+        )
+
+    async def run_one(self, target: Target, scenario: str) -> dict[str, Any]:
+        server = self.start(target)
+        target.server = server
+        run = Run(target, self.config, self.redis_url)
+        backplane = None
+        try:
+            if scenario == "ticker" and target.server_kind == "wwws":
+                backplane = self._wwws_ticker(run, server)
+            started = time.monotonic()
+            result = await asyncio.wait_for(SCENARIOS[scenario](run), SCENARIO_TIMEOUT[scenario])
+            result["wall_s"] = round(time.monotonic() - started, 2)
+            result["server_alive"] = all(p.alive() for p in server.procs)
+            return result
+        except TimeoutError:
+            return {"error": f"cut after {SCENARIO_TIMEOUT[scenario]:.0f}s"}
+        except Exception as error:
+            traceback.print_exc()
+            return {"error": f"{type(error).__name__}: {error}"}
+        finally:
+            if backplane is not None:
+                with contextlib.suppress(Exception):
+                    await backplane.close()
+            server.stop()
+            target.server = None
+
+    def _wwws_ticker(self, run: Run, server: Server) -> Any:
+        from services.kit.backplane.redis import RedisBackplane
+        from services.kit.hub import ChannelHub
+
+        port = self.ports["wwws-ticker"]
+        start_ticker(server, port, self.workdir, self.redis_url)
+        if run.target.via_traefik:
+            assert self.traefik is not None
+            run.extras["ticker_base"] = f"wss://127.0.0.1:{self.traefik.ports['wwws-ticker']}"
+        else:
+            run.extras["ticker_base"] = f"ws://127.0.0.1:{port}"
+        run.extras["ticker_protocol"] = ticker_protocol(server)
+        backplane = RedisBackplane(self.redis_url, history_size=10, history_ttl=600)
+        hub = ChannelHub(backplane, "ticker")
+
+        async def publish(room: str, data: str) -> None:
+            await hub.publish(room, data.encode())
+
+        run.extras["ticker_publish"] = publish
+        return backplane
+
+    async def run(self) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for target in self.targets:
+            results[target.name] = {}
+            for scenario in self.scenarios:
+                log(f"{target.name}: {scenario}")
+                t = time.monotonic()
+                outcome = await self.run_one(target, scenario)
+                results[target.name][scenario] = outcome
+                log(
+                    f"{target.name}: {scenario} done in {time.monotonic() - t:.1f}s"
+                    + (f" -- {outcome['error']}" if "error" in outcome else "")
+                )
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    catalog = target_catalog()
+    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in catalog]
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown += [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        print(f"unknown target/scenario: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    config = build_config(args)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or RESULTS / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = out / "logs"
+    workdir.mkdir(exist_ok=True)
+    targets = [catalog[n] for n in names]
+    harness = Harness(targets, scenarios, config, workdir)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    log(f"targets: {', '.join(names)}; scenarios: {', '.join(scenarios)}; out: {out}")
+    try:
+        harness.setup()
+        results = asyncio.run(harness.run())
+    finally:
+        if harness.traefik is not None:
+            harness.traefik.stop()
+        Proc.stop_all()
+    wall = time.monotonic() - started
+    data = {
+        "started": stamp,
+        "wall_seconds": round(wall, 1),
+        "quick": args.quick,
+        "machine": {
+            "cpus": _cpus(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "config": asdict(config),
+        "targets": {t.name: t.description for t in targets},
+        "results": results,
+    }
+    (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+    report = render_report(data)
+    (out / "report.md").write_text(report)
+    if not args.no_plots:
+        write_plots(data, out)
+    if args.out is None:
+        latest = RESULTS / "latest"
+        shutil.rmtree(latest, ignore_errors=True)
+        shutil.copytree(out, latest, ignore=shutil.ignore_patterns("logs"))
+    print()
+    print(report)
+    log(f"finished in {wall:.0f}s; results in {out}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

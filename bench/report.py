@@ -1,0 +1,311 @@
+"""The ratio table (Markdown) and the plots (PNG) from one run's results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["METRICS", "render_report", "write_plots"]
+
+Getter = Callable[[dict[str, Any]], float | None]
+
+
+def _get(*path: str | int) -> Getter:
+    def getter(result: dict[str, Any]) -> float | None:
+        value: Any = result
+        for key in path:
+            if (isinstance(value, dict) and key in value) or (
+                isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value)
+            ):
+                value = value[key]
+            else:
+                return None
+        return float(value) if isinstance(value, int | float) else None
+
+    return getter
+
+
+def _best_step_cpu(role: str) -> Getter:
+    """Server CPU per delivered frame at the best fan-out step (largest room)."""
+
+    def getter(result: dict[str, Any]) -> float | None:
+        sizes = result.get("fanout", {}).get("by_subscribers") or []
+        if not sizes or not sizes[-1].get("steps"):
+            return None
+        steps = sizes[-1]["steps"]
+        best = max(steps, key=lambda s: s["delivered_fps"])
+        value = best.get("cpu_us_per_frame", {}).get(role)
+        return float(value) if value is not None else None
+
+    return getter
+
+
+def _ticker_stall_ratio(result: dict[str, Any]) -> float | None:
+    phases = result.get("ticker", {}).get("phases")
+    if not phases:
+        return None
+    return float(phases["stalled"]["fast_delivered_ratio"])
+
+
+# (key, label, unit, higher_is_better, getter)
+METRICS: list[tuple[str, str, str, bool, Getter]] = [
+    (
+        "fanout_fps",
+        "fan-out: max delivered frames/s (largest room)",
+        "frames/s",
+        True,
+        _get("fanout", "max_delivered_fps"),
+    ),
+    (
+        "fanout_cpu",
+        "fan-out: server CPU per delivered frame",
+        "µs",
+        False,
+        _best_step_cpu("server"),
+    ),
+    ("latency_p50", "latency p50 (fixed load)", "ms", False, _get("latency", "latency_ms", "p50")),
+    ("latency_p99", "latency p99 (fixed load)", "ms", False, _get("latency", "latency_ms", "p99")),
+    ("latency_max", "latency max (fixed load)", "ms", False, _get("latency", "latency_ms", "max")),
+    (
+        "latency_delivered",
+        "latency run: share delivered",
+        "share",
+        True,
+        _get("latency", "delivered_ratio"),
+    ),
+    (
+        "idle_kib",
+        "idle: server memory per connection",
+        "KiB",
+        False,
+        _get("idle", "kib_per_connection", "server"),
+    ),
+    (
+        "idle_traefik_kib",
+        "idle: Traefik memory per connection",
+        "KiB",
+        False,
+        _get("idle", "kib_per_connection", "traefik"),
+    ),
+    (
+        "connect_rate",
+        "idle: connect rate (handshake + subscribe)",
+        "conn/s",
+        True,
+        _get("idle", "connect_rate_per_s"),
+    ),
+    (
+        "ticker_fast",
+        "ticker: fast readers' delivery while 5% stall",
+        "share",
+        True,
+        _ticker_stall_ratio,
+    ),
+    (
+        "ticker_p99",
+        "ticker: fast readers' p99 while 5% stall",
+        "ms",
+        False,
+        _get("ticker", "phases", "stalled", "fast_latency_ms", "p99"),
+    ),
+    (
+        "churn_rate",
+        "churn: connect+subscribe+close cycles/s",
+        "cycles/s",
+        True,
+        _get("churn", "cycles_per_s"),
+    ),
+    ("churn_errors", "churn: errors", "", False, _get("churn", "error_count")),
+]
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    if unit == "share":
+        return f"{value:.1%}"
+    if abs(value) >= 10_000:
+        return f"{value / 1000:.0f}k"
+    if abs(value) >= 100 or value == int(value):
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if ours is None or theirs is None:
+        return "—"
+    if theirs == 0:
+        return "∞" if ours > 0 else "="
+    return f"{ours / theirs:.2f}x"
+
+
+def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(wwws target, compared target): direct with direct, proxied with proxied."""
+    out = []
+    for name in results:
+        if name.startswith("wwws"):
+            continue
+        proxied = name != "naive-direct"
+        ours = "wwws-traefik" if proxied else "wwws-direct"
+        if ours not in results:
+            ours = "wwws-direct" if "wwws-direct" in results else "wwws-traefik"
+        if ours in results:
+            out.append((ours, name))
+    if "wwws-direct" in results and "wwws-traefik" in results:
+        out.append(("wwws-traefik", "wwws-direct"))
+    return out
+
+
+def render_report(data: dict[str, Any]) -> str:
+    results: dict[str, Any] = data["results"]
+    names = list(results)
+    lines = [
+        f"## wwws benchmark — {data['started']} ({data['machine']['cpus']} CPUs, "
+        f"Python {data['machine']['python']}; run took {data['wall_seconds'] / 60:.1f} min"
+        + (", QUICK smoke: not a measurement" if data.get("quick") else "")
+        + ")",
+        "",
+        "### Ratios: wwws ÷ each target",
+        "",
+        "Each cell is wwws's number divided by the target's, measured in the same run: "
+        "wwws direct against the direct targets, wwws through Traefik + TLS against the "
+        "proxied ones (the last column: wwws through Traefik ÷ wwws direct, the proxy's cost). "
+        "↑ = higher is better (a ratio > 1 favours wwws), ↓ = lower is better "
+        "(a ratio < 1 favours wwws).",
+        "",
+    ]
+    comparisons = pairs(results)
+    header = "| metric | " + " | ".join(f"{theirs}" for _, theirs in comparisons) + " |"
+    lines += [header, "|---|" + "---|" * len(comparisons)]
+    for _key, label, _unit, higher, getter in METRICS:
+        cells = [
+            _ratio(getter(results[ours]), getter(results[theirs])) for ours, theirs in comparisons
+        ]
+        if all(c == "—" for c in cells):
+            continue
+        lines.append(f"| {label} {'↑' if higher else '↓'} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "### Measured values",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for _key, label, unit, higher, getter in METRICS:
+        values = [getter(results[n]) for n in names]
+        if all(v is None for v in values):
+            continue
+        suffix = f" ({unit})" if unit and unit != "share" else ""
+        lines.append(
+            f"| {label}{suffix} {'↑' if higher else '↓'} | "
+            + " | ".join(_fmt(v, unit) for v in values)
+            + " |"
+        )
+    problems = []
+    for name in names:
+        for scenario, result in results[name].items():
+            if isinstance(result, dict) and "error" in result:
+                problems.append(f"- {name} / {scenario}: {result['error']}")
+            elif isinstance(result, dict) and result.get("server_alive") is False:
+                problems.append(f"- {name} / {scenario}: the server died during the scenario")
+    if problems:
+        lines += ["", "### Problems in this run", "", *problems]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_plots(data: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results: dict[str, Any] = data["results"]
+    written = []
+    style = {"wwws-direct": ("C0", "-"), "wwws-traefik": ("C0", "--")}
+
+    def line_style(name: str, index: int) -> dict[str, Any]:
+        color, dash = style.get(name, (f"C{index + 1}", "-" if "direct" in name else "--"))
+        return {"color": color, "linestyle": dash, "linewidth": 2.2 if "wwws" in name else 1.5}
+
+    # 1. throughput vs subscribers
+    fig, ax = plt.subplots(figsize=(8, 5))
+    plotted = False
+    for index, (name, result) in enumerate(results.items()):
+        sizes = result.get("fanout", {}).get("by_subscribers") or []
+        points = [
+            (s["subscribers"], s.get("max_delivered_fps", 0))
+            for s in sizes
+            if "max_delivered_fps" in s
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", label=name, **line_style(name, index))
+            plotted = True
+    if plotted:
+        ax.set_xlabel("subscribers in the room")
+        ax.set_ylabel("max delivered frames/s")
+        ax.set_title("Fan-out capacity (one room, publishers ramped to saturation)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        ax.set_ylim(bottom=0)
+        path = out / "fanout.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    plt.close(fig)
+
+    # 2. latency CDF
+    fig, ax = plt.subplots(figsize=(8, 5))
+    plotted = False
+    for index, (name, result) in enumerate(results.items()):
+        cdf = result.get("latency", {}).get("cdf_ms") or []
+        if cdf:
+            ys = [i / (len(cdf) - 1) for i in range(len(cdf))]
+            ax.plot([max(x, 0.01) for x in cdf], ys, label=name, **line_style(name, index))
+            plotted = True
+    if plotted:
+        cfg = data.get("config", {})
+        ax.set_xscale("log")
+        ax.set_xlabel("publish → deliver latency (ms, log scale)")
+        ax.set_ylabel("fraction of deliveries")
+        ax.set_title(
+            f"Latency CDF: {cfg.get('latency_rate')} msg/s x "
+            f"{cfg.get('latency_subscribers')} subscribers"
+        )
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        path = out / "latency_cdf.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    plt.close(fig)
+
+    # 3. idle memory per connection
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    names, server_kib, traefik_kib = [], [], []
+    for name, result in results.items():
+        per = result.get("idle", {}).get("kib_per_connection")
+        if per:
+            names.append(name)
+            server_kib.append(per.get("server", 0))
+            traefik_kib.append(per.get("traefik", 0))
+    if names:
+        xs = range(len(names))
+        ax.bar(xs, server_kib, label="server process")
+        ax.bar(xs, traefik_kib, bottom=server_kib, label="Traefik")
+        ax.set_xticks(list(xs), names, rotation=20, ha="right")
+        ax.set_ylabel("KiB RSS per idle connection")
+        ax.set_title("Idle connections: memory per connection")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend()
+        path = out / "idle_memory.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    plt.close(fig)
+    return written

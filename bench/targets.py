@@ -1,0 +1,522 @@
+"""The servers under test, Redis and Traefik: started as plain processes on loopback,
+each stopped by its own pid (and process group) when the bench ends, even on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from services.kit.auth import mint_token
+
+from .loadgen import Protocol, SocketIOProtocol
+
+__all__ = ["Proc", "Target", "Traefik", "free_port", "proc_cpu_seconds", "proc_rss_kib"]
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = Path(__file__).resolve().parent / "apps"
+CERTS = ROOT / "deploy" / "certs"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def proc_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its reaped children)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class Proc:
+    """One child process in its own session; ``stop()`` signals that group only."""
+
+    running: ClassVar[list[Proc]] = []
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
+        self.name = name
+        self.log_path = log
+        self._log = log.open("ab")
+        full_env = {**os.environ, **(env or {})}
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        Proc.running.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait_port(self, port: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not listen on {port} within {timeout}s")
+
+    def wait_http(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        context: ssl.SSLContext | None = None,
+        ok: Callable[[int], bool] = lambda status: status == 200,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(url, timeout=1, context=context) as reply:
+                    if ok(reply.status):
+                        return
+            except urllib.error.HTTPError as error:
+                if ok(error.code):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: {url} not ready within {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self in Proc.running:
+            Proc.running.remove(self)
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for proc in list(reversed(cls.running)):
+            with contextlib.suppress(Exception):
+                proc.stop(timeout=5)
+
+
+def start_redis(workdir: Path) -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc(
+        "redis",
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--maxclients",
+            "20000",
+        ],
+        workdir / "redis.log",
+    )
+    proc.wait_port(port)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def flush_redis(url: str) -> None:
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    subprocess.run(
+        ["redis-cli", "-p", str(port), "FLUSHALL"],
+        check=False,
+        timeout=30,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def ensure_certs() -> None:
+    if (CERTS / "server.crt").exists() and (CERTS / "ca.crt").exists():
+        return
+    subprocess.run(
+        [
+            "uv",
+            "run",
+            "--quiet",
+            "--extra",
+            "ops",
+            "python",
+            "-m",
+            "services.tools.localca",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+    )
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    """Verifies Traefik's certificate against the project's local CA."""
+    return ssl.create_default_context(cafile=str(CERTS / "ca.crt"))
+
+
+def traefik_binary() -> str:
+    found = Path(sys.executable).parent / "traefik"
+    if found.exists():
+        return str(found)
+    raise RuntimeError("traefik not found: install the bench group (uv sync --group bench)")
+
+
+@dataclass
+class Traefik:
+    """One native Traefik 3.7 (file provider): a TLS entrypoint per target, routing every
+    path to that target's backend on loopback; the same TLS settings as the stack."""
+
+    workdir: Path
+    backends: dict[str, int]  # entrypoint name -> backend port
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: Proc | None = None
+
+    def start(self) -> None:
+        self.ports = {name: free_port() for name in self.backends}
+        ping = free_port()
+        dynamic = self.workdir / "traefik-dynamic.yml"
+        lines = [
+            "tls:",
+            "  stores:",
+            "    default:",
+            "      defaultCertificate:",
+            f"        certFile: {CERTS / 'server.crt'}",
+            f"        keyFile: {CERTS / 'server.key'}",
+            "  options:",
+            "    default:",
+            "      minVersion: VersionTLS12",
+            "http:",
+            "  routers:",
+        ]
+        for name in self.backends:
+            lines += [
+                f"    {name}:",
+                f"      entryPoints: [{name}]",
+                "      rule: PathPrefix(`/`)",
+                f"      service: {name}",
+                "      tls: {}",
+            ]
+        lines.append("  services:")
+        for name, port in self.backends.items():
+            lines += [
+                f"    {name}:",
+                "      loadBalancer:",
+                "        servers:",
+                f"          - url: http://127.0.0.1:{port}",
+            ]
+        dynamic.write_text("\n".join(lines) + "\n")
+        argv = [
+            traefik_binary(),
+            "--global.checkNewVersion=false",
+            "--global.sendAnonymousUsage=false",
+            "--log.level=ERROR",
+            f"--entrypoints.ping.address=127.0.0.1:{ping}",
+            "--ping.entrypoint=ping",
+            f"--providers.file.filename={dynamic}",
+            "--serverstransport.forwardingtimeouts.dialtimeout=5s",
+        ]
+        for name, port in self.ports.items():
+            argv += [
+                f"--entrypoints.{name}.address=127.0.0.1:{port}",
+                f"--entrypoints.{name}.http.tls=true",
+                f"--entrypoints.{name}.transport.respondingtimeouts.readtimeout=0",
+            ]
+        self.proc = Proc("traefik", argv, self.workdir / "traefik.log")
+        self.proc.wait_http(f"http://127.0.0.1:{ping}/ping")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+@dataclass
+class Server:
+    """A server process shared by the targets that reach it (direct and through Traefik)."""
+
+    kind: str
+    port: int
+    procs: list[Proc] = field(default_factory=list)
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.procs[0].pid
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+
+
+@dataclass
+class Target:
+    """One thing to measure: a server reached directly or through Traefik."""
+
+    name: str
+    server_kind: str  # wwws | naive | psio | channels | sio
+    via_traefik: bool
+    description: str
+    path: str
+    protocol_factory: Callable[[Server], Protocol]
+    server: Server | None = None
+    traefik: Traefik | None = None
+
+    @property
+    def base(self) -> str:
+        assert self.server is not None
+        if self.via_traefik:
+            assert self.traefik is not None
+            return f"wss://127.0.0.1:{self.traefik.ports[self.server_kind]}"
+        return f"ws://127.0.0.1:{self.server.port}"
+
+    def protocol(self) -> Protocol:
+        assert self.server is not None
+        return self.protocol_factory(self.server)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return client_ssl_context() if self.via_traefik else None
+
+    def pids(self) -> dict[str, int]:
+        """Processes whose memory/CPU belong to this target: the server (and Traefik)."""
+        assert self.server is not None
+        pids = {"server": self.server.pid}
+        if self.via_traefik and self.traefik is not None and self.traefik.proc is not None:
+            pids["traefik"] = self.traefik.proc.pid
+        return pids
+
+
+def _wwws_protocol(server: Server) -> Protocol:
+    secret = str(server.extra["secret"])
+    tokens: dict[int, str] = {}
+
+    def token(user: int) -> str:
+        # few distinct users: a room's join/leave events go to every member, so 1,000
+        # distinct users would add ~500k membership frames to the fan-out being measured
+        name = f"bench{user % 10}"
+        if user % 10 not in tokens:
+            tokens[user % 10] = mint_token(name, secret, ttl_seconds=6 * 3600)
+        return tokens[user % 10]
+
+    return Protocol("/chat/ws", token)
+
+
+def ticker_protocol(server: Server) -> Protocol:
+    secret = str(server.extra["secret"])
+    return Protocol("/ticker/ws", lambda user: mint_token(f"t{user}", secret, 6 * 3600))
+
+
+def target_catalog() -> dict[str, Target]:
+    def plain(path: str) -> Callable[[Server], Protocol]:
+        return lambda server: Protocol(path)
+
+    sio: Callable[[Server], Protocol] = lambda server: SocketIOProtocol()  # noqa: E731
+    items = [
+        Target(
+            "wwws-direct",
+            "wwws",
+            False,
+            "wwws chat replica, direct (ws://)",
+            "/chat/ws",
+            _wwws_protocol,
+        ),
+        Target(
+            "wwws-traefik",
+            "wwws",
+            True,
+            "wwws chat replica through Traefik + TLS",
+            "/chat/ws",
+            _wwws_protocol,
+        ),
+        Target(
+            "naive-direct",
+            "naive",
+            False,
+            "naive aiohttp broadcast loop, direct",
+            "/naive/ws",
+            plain("/naive/ws"),
+        ),
+        Target(
+            "naive-traefik",
+            "naive",
+            True,
+            "naive aiohttp broadcast loop, Traefik + TLS",
+            "/naive/ws",
+            plain("/naive/ws"),
+        ),
+        Target(
+            "socketio-node",
+            "sio",
+            True,
+            "Socket.IO 4.8 (Node) + Redis streams adapter, Traefik + TLS",
+            "/socket.io/",
+            sio,
+        ),
+        Target(
+            "python-socketio",
+            "psio",
+            True,
+            "python-socketio 5 (aiohttp) + AsyncRedisManager, Traefik + TLS",
+            "/socket.io/",
+            sio,
+        ),
+        Target(
+            "django-channels",
+            "channels",
+            True,
+            "Django Channels 4 + channels-redis (uvicorn), Traefik + TLS",
+            "/channels/ws",
+            plain("/channels/ws"),
+        ),
+    ]
+    return {t.name: t for t in items}
+
+
+def start_server(
+    kind: str,
+    port: int,
+    workdir: Path,
+    redis_url: str,
+    peers_python: Path | None = None,
+    node_dir: Path | None = None,
+) -> Server:
+    server = Server(kind, port)
+    log = workdir / f"server-{kind}.log"
+    if kind == "wwws":
+        secret = secrets.token_urlsafe(32)
+        internal = free_port()
+        env = {
+            "WWWS_TOKEN_SECRET": secret,
+            "WWWS_BACKPLANE_URL": redis_url,
+            "WWWS_HOST": "127.0.0.1",
+            "WWWS_PORT": str(port),
+            "WWWS_INTERNAL_PORT": str(internal),
+            "WWWS_ALLOWED_ORIGINS": "*",
+            "WWWS_NODE_ID": "bench-chat",
+            "WWWS_LOG_LEVEL": "WARNING",
+        }
+        proc = Proc("wwws-chat", [sys.executable, "-m", "services.chat"], log, env)
+        server.procs.append(proc)
+        server.extra.update(secret=secret, internal=internal)
+        proc.wait_http(f"http://127.0.0.1:{internal}/readyz")
+    elif kind == "naive":
+        proc = Proc("naive", [sys.executable, "-m", "bench.apps.naive_server", str(port)], log)
+        server.procs.append(proc)
+        proc.wait_port(port)
+    elif kind == "psio":
+        assert peers_python is not None
+        proc = Proc(
+            "python-socketio",
+            [str(peers_python), str(APPS / "psio_server.py"), str(port), redis_url],
+            log,
+        )
+        server.procs.append(proc)
+        proc.wait_port(port)
+    elif kind == "channels":
+        assert peers_python is not None
+        proc = Proc(
+            "django-channels",
+            [
+                str(peers_python),
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(APPS),
+                "channels_app:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--ws-max-queue",
+                "1024",
+            ],
+            log,
+            {"BENCH_REDIS_URL": redis_url},
+        )
+        server.procs.append(proc)
+        proc.wait_port(port)
+    elif kind == "sio":
+        assert node_dir is not None
+        proc = Proc(
+            "socketio-node",
+            ["node", str(APPS / "sio_server.js"), str(port), redis_url],
+            log,
+            {"NODE_PATH": str(node_dir / "node_modules")},
+        )
+        server.procs.append(proc)
+        proc.wait_port(port)
+    else:
+        raise ValueError(kind)
+    return server
+
+
+def start_ticker(server: Server, port: int, workdir: Path, redis_url: str) -> Proc:
+    """A wwws ticker replica beside the chat one (same secret), for the ticker scenario."""
+    internal = free_port()
+    env = {
+        "WWWS_TOKEN_SECRET": str(server.extra["secret"]),
+        "WWWS_BACKPLANE_URL": redis_url,
+        "WWWS_HOST": "127.0.0.1",
+        "WWWS_PORT": str(port),
+        "WWWS_INTERNAL_PORT": str(internal),
+        "WWWS_ALLOWED_ORIGINS": "*",
+        "WWWS_NODE_ID": "bench-ticker",
+        "WWWS_LOG_LEVEL": "WARNING",
+        "WWWS_HISTORY_SIZE": "10",
+    }
+    proc = Proc(
+        "wwws-ticker", [sys.executable, "-m", "services.ticker"], workdir / "ticker.log", env
+    )
+    proc.wait_http(f"http://127.0.0.1:{internal}/readyz")
+    server.procs.append(proc)
+    return proc
