@@ -17,7 +17,7 @@ import shutil
 import socket
 import ssl
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,7 +46,14 @@ from services.ticker.app import create_app as create_ticker
 T = TypeVar("T")
 
 CHROMIUM = os.environ.get("WWWS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    # A fake microphone, allowed without a prompt: the telephony page's calls need one.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
 API_KEY = "browser-test-api-key"
 FACTORIES = {"chat": create_chat, "ticker": create_ticker, "telephony": create_telephony}
 # Everything here happens in milliseconds on loopback; the slack is for a loaded CI machine.
@@ -102,7 +109,12 @@ class Stack:
             self.run(self._listen(service, sockets[service]))
 
     def add_replica(
-        self, service: str, node: str, port: int | None = None, **overrides: Any
+        self,
+        service: str,
+        node: str,
+        port: int | None = None,
+        factory: Callable[[Settings, MemoryBackplane], web.Application] | None = None,
+        **overrides: Any,
     ) -> None:
         """Another replica of ``service`` on its own port (or ``port``, to stand in for one
         that was removed), sharing the backplane; reach it as ``url(node, ...)``. Like
@@ -110,7 +122,8 @@ class Stack:
         sock = self._reserve(node, port)
         origin = f"{self.origin_host}:{self.ports[node]}"
         settings = replace(self._settings(service, node, (origin,)), **overrides)
-        self.apps[node] = FACTORIES[service](settings, MemoryBackplane(self.broker))
+        create = factory or FACTORIES[service]
+        self.apps[node] = create(settings, MemoryBackplane(self.broker))
         self.run(self._listen(node, sock))
 
     def remove_replica(self, node: str) -> None:

@@ -39,10 +39,13 @@ def sign_in_ticker(pages: Pages, stack: Stack, user: str, **options: object) -> 
     return page
 
 
-def go_online(pages: Pages, stack: Stack, user: str, **options: object) -> Page:
-    page = pages.open(stack.url("telephony", "telephony/"), **options)
+def go_online(
+    pages: Pages, stack: Stack, user: str, node: str = "telephony-1", **options: object
+) -> Page:
+    server = "telephony" if node == "telephony-1" else node
+    page = pages.open(stack.url(server, "telephony/"), **options)
     page.get_by_test_id("name").fill(user)
     page.get_by_test_id("login").click()
     expect(page.get_by_test_id("status")).to_have_text("open")
-    expect(page.get_by_test_id("node")).to_have_text("telephony-1")
+    expect(page.get_by_test_id("node")).to_have_text(node)
     return page

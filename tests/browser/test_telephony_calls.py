@@ -1,0 +1,84 @@
+"""The telephony page's calls: ring, answer, audio both ways over WebRTC, hang up.
+
+The service has no call ops yet; fake_calls.py adds DESIGN.md's call frames to the real
+telephony app, so these tests pin down the page's side of that contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Pages, Stack
+from fake_calls import create_app_with_calls
+from flows import go_online
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+
+NODE = "telephony-calls"
+
+
+@pytest.fixture(scope="module")
+def calls_stack(stack: Stack) -> Iterator[Stack]:
+    stack.add_replica("telephony", NODE, factory=create_app_with_calls)
+    yield stack
+
+
+def online_pair(pages: Pages, stack: Stack, caller: str, callee: str) -> tuple[Page, Page]:
+    a = go_online(pages, stack, caller, node=NODE, viewport={"width": 390, "height": 700})
+    b = go_online(pages, stack, callee, node=NODE)
+    a.get_by_test_id("watch-user").fill(callee)
+    a.get_by_test_id("watch").click()
+    expect(a.get_by_test_id(f"status-{callee}")).to_have_text("online")
+    return a, b
+
+
+def test_call_answered_with_audio_both_ways_then_hung_up(
+    pages: Pages, calls_stack: Stack, screenshots: Path
+) -> None:
+    alice, bob = online_pair(pages, calls_stack, "alice", "bob")
+    alice.get_by_test_id("call-bob").click()
+    expect(alice.get_by_test_id("call-state")).to_have_text("Ringing bob…")
+    expect(bob.get_by_test_id("call-state")).to_have_text("alice is calling you")
+    expect(alice.get_by_test_id("call-bob")).to_be_disabled()  # one call at a time
+
+    bob.get_by_test_id("answer").click()
+    expect(alice.get_by_test_id("call-state")).to_have_text("In a call with bob")
+    expect(bob.get_by_test_id("call-state")).to_have_text("In a call with alice")
+    for page in (alice, bob):
+        # WebRTC over loopback with the fake microphone: the peers connect, and each
+        # hears the other's audio track.
+        expect(page.get_by_test_id("media-state")).to_have_text("connected")
+        tracks = page.evaluate(
+            "document.getElementById('remote-audio').srcObject.getAudioTracks().length"
+        )
+        assert tracks == 1
+    alice.screenshot(path=screenshots / "telephony-call-phone.png")
+
+    alice.get_by_test_id("hangup").click()
+    expect(alice.get_by_test_id("call")).to_be_hidden()
+    expect(bob.get_by_test_id("call")).to_be_hidden()
+    expect(bob.get_by_test_id("notice")).to_have_text("Call with alice ended (hangup).")
+    expect(alice.get_by_test_id("call-bob")).to_be_enabled()
+
+
+def test_a_declined_call(pages: Pages, calls_stack: Stack) -> None:
+    carol, dave = online_pair(pages, calls_stack, "carol", "dave")
+    carol.get_by_test_id("call-dave").click()
+    expect(dave.get_by_test_id("call-state")).to_have_text("carol is calling you")
+    dave.get_by_test_id("reject").click()
+    expect(carol.get_by_test_id("notice")).to_have_text("dave declined.")
+    expect(carol.get_by_test_id("call")).to_be_hidden()
+    expect(dave.get_by_test_id("call")).to_be_hidden()
+
+
+def test_a_cancelled_call_stops_ringing(pages: Pages, calls_stack: Stack) -> None:
+    erin, frank = online_pair(pages, calls_stack, "erin", "frank")
+    erin.get_by_test_id("call-frank").click()
+    expect(frank.get_by_test_id("call-state")).to_have_text("erin is calling you")
+    expect(erin.get_by_test_id("hangup")).to_have_text("Cancel")
+    erin.get_by_test_id("hangup").click()
+    expect(frank.get_by_test_id("call")).to_be_hidden()
+    expect(frank.get_by_test_id("notice")).to_contain_text("ended")
