@@ -203,3 +203,26 @@ async def test_presence_counts_users_once_and_expires(backplanes):
     assert await backplane.presence_leave("room", "bob", "r1/d") is True
     assert await backplane.presence_leave("room", "bob", "r1/d") is False
     assert await backplane.presence_members("other") == set()
+
+
+@pytest.mark.redis
+async def test_live_delivery_recovers_after_the_redis_connection_drops(redis_url):
+    """Publications made while a replica's pub/sub connection is down are read back from
+    the stream once it is re-established (memory has no connection to lose)."""
+    backplane, other = RedisBackplane(redis_url), RedisBackplane(redis_url)
+    await backplane._redis.flushdb()
+    publisher = ChannelHub(other, "t")
+    hub = ChannelHub(backplane, "t")
+    recorder = Recorder()
+    await hub.subscribe(recorder, "room", None, 0, lambda _: None)
+    await publisher.publish("room", b"{}")
+    await backplane._redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    for _ in range(5):
+        await publisher.publish("room", b"{}")
+    for _ in range(100):
+        if len(recorder.offsets) == 6:
+            break
+        await asyncio.sleep(0.05)
+    assert recorder.offsets == [1, 2, 3, 4, 5, 6]
+    await backplane.close()
+    await other.close()
