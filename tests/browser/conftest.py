@@ -11,161 +11,19 @@ Playwright never downloads a browser here: it drives /usr/bin/chromium (``apt-ge
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import socket
-import ssl
-import threading
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from aiohttp import web
-from helpers import SECRET
-from playwright.sync_api import (
-    Browser,
-    BrowserContext,
-    Page,
-    Playwright,
-    expect,
-    sync_playwright,
-)
-
-from services.chat.app import create_app as create_chat
-from services.kit.app import CONTEXT
-from services.kit.backplane import MemoryBackplane, MemoryBroker
-from services.kit.hub import ChannelHub
-from services.kit.service import ServiceContext
-from services.kit.settings import Settings
-from services.telephony.app import create_app as create_telephony
-from services.ticker.app import create_app as create_ticker
-
-T = TypeVar("T")
-
-CHROMIUM = os.environ.get("WWWS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    # A fake microphone, allowed without a prompt: the telephony page's calls need one.
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-]
-API_KEY = "browser-test-api-key"
-FACTORIES = {"chat": create_chat, "ticker": create_ticker, "telephony": create_telephony}
-# Everything here happens in milliseconds on loopback; the slack is for a loaded CI machine.
-TIMEOUT_MS = 10_000
-expect.set_options(timeout=TIMEOUT_MS)
+from harness import CHROMIUM, Chromium, Pages, Stack
+from playwright.sync_api import Browser, Playwright
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives the web pages in a real Chromium")
-
-
-@dataclass
-class Stack:
-    """chat, ticker and telephony on one background loop, one port each."""
-
-    broker: MemoryBroker = field(default_factory=MemoryBroker)
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    ports: dict[str, int] = field(default_factory=dict)
-    apps: dict[str, web.Application] = field(default_factory=dict)
-    runners: dict[str, web.AppRunner] = field(default_factory=dict)
-    thread: threading.Thread | None = None
-    #: serve https (and so wss) with this context, at ``localhost`` as the certificate says
-    tls: ssl.SSLContext | None = None
-
-    @property
-    def origin_host(self) -> str:
-        return "https://localhost" if self.tls else "http://127.0.0.1"
-
-    def url(self, service: str, path: str = "") -> str:
-        return f"{self.origin_host}:{self.ports[service]}/{path}"
-
-    def context(self, service: str) -> ServiceContext:
-        return self.apps[service][CONTEXT]
-
-    def hub(self, service: str) -> ChannelHub:
-        """A publisher of our own, like another replica or the ticker feed."""
-        return ChannelHub(MemoryBackplane(self.broker), service)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        """Run ``coro`` on the servers' loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self) -> None:
-        sockets = {service: self._reserve(service) for service in FACTORIES}
-        # Every page may open a socket to any of the three (the landing page links them).
-        origins = tuple(f"{self.origin_host}:{port}" for port in self.ports.values())
-        for service, factory in FACTORIES.items():
-            settings = self._settings(service, f"{service}-1", origins)
-            self.apps[service] = factory(settings, MemoryBackplane(self.broker))
-        self.thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
-        self.thread.start()
-        for service in FACTORIES:
-            self.run(self._listen(service, sockets[service]))
-
-    def add_replica(
-        self,
-        service: str,
-        node: str,
-        port: int | None = None,
-        factory: Callable[[Settings, MemoryBackplane], web.Application] | None = None,
-        **overrides: Any,
-    ) -> None:
-        """Another replica of ``service`` on its own port (or ``port``, to stand in for one
-        that was removed), sharing the backplane; reach it as ``url(node, ...)``. Like
-        replicas behind Traefik, minus the proxy."""
-        sock = self._reserve(node, port)
-        origin = f"{self.origin_host}:{self.ports[node]}"
-        settings = replace(self._settings(service, node, (origin,)), **overrides)
-        create = factory or FACTORIES[service]
-        self.apps[node] = create(settings, MemoryBackplane(self.broker))
-        self.run(self._listen(node, sock))
-
-    def remove_replica(self, node: str) -> None:
-        """Stop a replica as a deploy does: its sockets are closed with 1001."""
-        self.run(self.runners.pop(node).cleanup())
-
-    def _reserve(self, name: str, port: int | None = None) -> socket.socket:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port or 0))
-        self.ports[name] = sock.getsockname()[1]
-        return sock
-
-    @staticmethod
-    def _settings(service: str, node: str, origins: tuple[str, ...]) -> Settings:
-        return Settings(
-            service=service,
-            token_secret=SECRET,
-            allowed_origins=origins,
-            node_id=node,
-            dev_login=True,
-            api_key=API_KEY,
-        )
-
-    async def _listen(self, name: str, sock: socket.socket) -> None:
-        runner = web.AppRunner(self.apps[name], access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        self.runners[name] = runner
-        await web.SockSite(runner, sock, ssl_context=self.tls).start()
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            for runner in self.runners.values():
-                await runner.cleanup()
-
-        try:
-            self.run(cleanup(), timeout=20.0)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            if self.thread is not None:
-                self.thread.join(10.0)
-            self.loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -189,26 +47,34 @@ def chromium_path() -> str:
     return found
 
 
-# Module scope, not session: while Playwright's sync API is started, the main thread looks
-# like it runs an event loop, which breaks the asyncio tests that may run after these.
-@pytest.fixture(scope="module")
-def playwright(chromium_path: str) -> Iterator[Playwright]:
-    with sync_playwright() as started:
-        yield started
+CHROMIUM_KEY = pytest.StashKey[Chromium]()
 
 
-def launch(playwright: Playwright, chromium_path: str, *extra_args: str) -> Browser:
-    """Debian's Chromium, headless, with the flags verified on these machines."""
-    return playwright.chromium.launch(
-        executable_path=chromium_path, args=[*CHROMIUM_ARGS, *extra_args]
-    )
+@pytest.fixture(scope="session")
+def chromium(chromium_path: str, request: pytest.FixtureRequest) -> Iterator[Chromium]:
+    started = Chromium(chromium_path)
+    request.config.stash[CHROMIUM_KEY] = started
+    yield started
+    started.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright, chromium_path: str) -> Iterator[Browser]:
-    chromium = launch(playwright, chromium_path)
-    yield chromium
-    chromium.close()
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures (its pages) are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    here = Path(__file__).parent
+    if nextitem is None or here not in Path(nextitem.path).parents:
+        started = item.config.stash.get(CHROMIUM_KEY, None)
+        if started is not None:
+            started.stop()
+
+
+@pytest.fixture
+def playwright(chromium: Chromium) -> Playwright:
+    return chromium.playwright
+
+
+@pytest.fixture
+def browser(chromium: Chromium) -> Browser:
+    return chromium.browser()
 
 
 SCREENSHOTS = pytest.StashKey[Path]()
@@ -232,40 +98,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     path = config.stash.get(SCREENSHOTS, None)
     if path is not None:
         terminalreporter.write_line(f"browser screenshots: {path}")
-
-
-class Pages:
-    """Opens pages, each in its own browser context (its own storage, like a person),
-    and fails the test on any uncaught script error in them."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.contexts: list[BrowserContext] = []
-        self.errors: list[str] = []
-
-    def open(self, url: str, **context_options: Any) -> Page:
-        options = {"viewport": {"width": 1100, "height": 760}, **context_options}
-        context = self.browser.new_context(**options)
-        context.set_default_timeout(TIMEOUT_MS)
-        self.contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: self.errors.append(f"{url}: {error}"))
-        # Chromium logs refused or dropped sockets as console errors, which some tests
-        # cause on purpose; only errors our own code reports ("wwws: ...") count.
-        page.on(
-            "console",
-            lambda message: (
-                self.errors.append(f"{url}: {message.text}")
-                if message.type == "error" and message.text.startswith("wwws:")
-                else None
-            ),
-        )
-        page.goto(url)
-        return page
-
-    def close(self) -> None:
-        for context in self.contexts:
-            context.close()
 
 
 @pytest.fixture

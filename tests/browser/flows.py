@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Pages, Stack
+from harness import Pages, Stack
 from playwright.sync_api import Locator, Page, expect
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Pages, Stack
 from flows import join_chat as join
 from flows import message, send
+from harness import Pages, Stack
 from helpers import SECRET
 from playwright.sync_api import expect
 

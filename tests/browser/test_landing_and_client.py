@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Pages, Stack
+from harness import Pages, Stack
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser

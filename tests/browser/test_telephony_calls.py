@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Pages, Stack
 from fake_calls import create_app_with_calls
 from flows import go_online
+from harness import Pages, Stack
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Pages, Stack
 from flows import go_online
+from harness import Pages, Stack
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser

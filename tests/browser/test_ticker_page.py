@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import API_KEY, Pages, Stack
 from flows import sign_in_ticker as sign_in
+from harness import API_KEY, Pages, Stack
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser

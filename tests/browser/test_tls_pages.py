@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Pages, Stack, launch
 from flows import go_online, join_chat, message, send, sign_in_ticker
+from harness import Chromium, Pages, Stack, launch
 from playwright.sync_api import Browser, Error, Playwright, expect
 
 try:  # the local CA tool needs the `ops` extra (the Makefile's test targets include it)
@@ -59,12 +59,10 @@ def stack(certs: Path) -> Iterator[Stack]:
     servers.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright, chromium_path: str, certs: Path) -> Iterator[Browser]:
+@pytest.fixture
+def browser(chromium: Chromium, certs: Path) -> Browser:
     pin = spki_pin(certs / localca.SERVER_CERT)
-    chromium = launch(playwright, chromium_path, f"--ignore-certificate-errors-spki-list={pin}")
-    yield chromium
-    chromium.close()
+    return chromium.browser(f"--ignore-certificate-errors-spki-list={pin}")
 
 
 def test_chat_over_wss(pages: Pages, stack: Stack) -> None:
