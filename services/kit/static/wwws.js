@@ -110,10 +110,13 @@ const STABLE_MS = 5000;
 
 /**
  * One logical connection to a service, across reconnects. Events (CustomEvent, data in
- * `detail`): "state" {state}, "hello" {node, user, heartbeat, resumed}, "close" {code,
- * reason, reconnect, delay}, "resumed" {ch, recovered, missed}, "gap" {ch, reason}
- * (publications were lost for good), "suberror" {ch, error}, "frame" (every frame, for
- * ops without a helper: presence, heartbeat, ...).
+ * `detail`):
+ * - "state" {state}; "hello" {node, user, heartbeat, resumed};
+ * - "close" {code, reason, reconnect, delay};
+ * - "resumed" {ch, recovered, missed, reconnected}: a channel picked up where it was;
+ * - "gap" {ch, reason}: publications were lost for good (the page was told, not fooled);
+ * - "suberror" {ch, error}; "frame": every frame, for ops without a helper (presence,
+ *   heartbeat, calls, ...).
  */
 export class WwwsClient extends EventTarget {
   /**
@@ -350,7 +353,8 @@ export class WwwsClient extends EventTarget {
     if (!state) return;
     const before = state.offset;
     const pubs = frame.publications || [];
-    const resuming = state.resuming || state.resyncing || (state.auto && this.connects > 1);
+    const reconnected = state.resuming || (state.auto && this.connects > 1);
+    const resuming = reconnected || state.resyncing;
     if (state.epoch !== null && state.epoch !== frame.epoch) {
       // The channel's history was lost and restarted: old offsets mean nothing now.
       state.offset = null;
@@ -383,6 +387,7 @@ export class WwwsClient extends EventTarget {
         ch: frame.ch,
         recovered: Boolean(frame.recovered),
         missed: before === null ? 0 : missed,
+        reconnected, // false: a hole in the live stream was filled, no reconnect
       });
     }
   }
