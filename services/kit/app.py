@@ -151,7 +151,11 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     conn.send(encode(hello), "hello")
     try:
         if ctx.spec.on_connect is not None:
+            # The client hears `hello` only once the service has set it up (presence
+            # joined, automatic subscriptions made), so whatever it does next sees that.
+            conn.hold()
             await ctx.spec.on_connect(ctx, conn)
+            conn.release()
         await _read_frames(ctx, conn, ws)
     finally:
         await _disconnect(ctx, conn)

@@ -48,6 +48,13 @@ class Connection:
     def outbound_peak_bytes(self) -> int:
         return self._outbound.peak_bytes
 
+    def hold(self) -> None:
+        """Queue frames without writing them, until :meth:`release`."""
+        self._outbound.held = True
+
+    def release(self) -> None:
+        self._outbound.release()
+
     def send(self, frame: bytes, op: str) -> None:
         if self._outbound.put(frame):
             self._metrics.messages_sent.labels(self._metrics.service, op).inc()
@@ -78,7 +85,7 @@ class Connection:
 
     async def close(self, code: int, reason: str) -> None:
         """Flush what is queued (unless the queue overflowed), then close with ``code``."""
-        self._outbound.flush()
+        self._outbound.release()
         self._outbound.close()
         if self.close_code is None:
             self.close_code = code

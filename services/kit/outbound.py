@@ -42,6 +42,7 @@ class Outbound:
         self._flush_scheduled = False
         self.closed = False
         self.peak_bytes = 0  # the most this connection ever held (queue + transport)
+        self.held = False  # queue but do not write (until the connection is set up)
 
     @property
     def buffered_bytes(self) -> int:
@@ -66,12 +67,17 @@ class Outbound:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        if not self._frames:
+        if not self._frames or self.held:
             return
         frames, self._frames, self._queued = self._frames, [], 0
         if self.closed or self._transport.is_closing():
             return
         self._transport.write(b"".join([text_frame(frame) for frame in frames]))
+
+    def release(self) -> None:
+        """Start writing what was queued while held."""
+        self.held = False
+        self.flush()
 
     def close(self) -> None:
         """Stop accepting frames and drop what was not written."""

@@ -39,6 +39,7 @@ class Settings:
     history_ttl_seconds: float = 86400.0
     history_max_age_seconds: float = 0.0
     presence_ttl_seconds: float = 60.0
+    ring_timeout_seconds: float = 30.0
     dev_login: bool = False
     api_key: str | None = None
     log_level: str = "INFO"
@@ -80,6 +81,9 @@ class Settings:
             ),
             presence_ttl_seconds=reader.number(
                 "WWWS_PRESENCE_TTL_SECONDS", cls.presence_ttl_seconds
+            ),
+            ring_timeout_seconds=reader.number(
+                "WWWS_RING_TIMEOUT_SECONDS", cls.ring_timeout_seconds
             ),
             dev_login=reader.flag("WWWS_DEV_LOGIN", cls.dev_login),
             api_key=reader.text("WWWS_API_KEY", "") or None,

@@ -1,4 +1,4 @@
-"""The telephony service: server-watched presence; call signalling builds on it."""
+"""The telephony service: server-watched presence and call signalling."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from services.kit.protocol import (
     require_str_list,
 )
 from services.kit.roster import Roster, add_roster
-from services.kit.service import ChannelPolicy, ServiceContext, ServiceSpec
+from services.kit.service import ChannelPolicy, OpHandler, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
+
+from .calls import CallDesk
 
 __all__ = ["create_app"]
 
@@ -29,6 +31,7 @@ ONLINE = "online"  # the roster group of every connected user
 # Not a valid client channel name ('#'), so no client can subscribe or publish to it.
 EVENTS_CHANNEL = "#presence"
 ROSTER = "roster"
+DESK = "calls"
 
 
 def roster(ctx: ServiceContext) -> Roster:
@@ -71,11 +74,26 @@ async def op_unwatch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
     conn.send(encode({"op": "unwatched", "id": frame.id, "users": users}), "unwatched")
 
 
+def desk(ctx: ServiceContext) -> CallDesk:
+    found = ctx.extras[DESK]
+    assert isinstance(found, CallDesk)
+    return found
+
+
+def _call_op(name: str) -> OpHandler:
+    async def handler(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+        await getattr(desk(ctx), name)(conn, frame)
+
+    return handler
+
+
 async def on_connect(ctx: ServiceContext, conn: Connection) -> None:
+    await desk(ctx).connected(conn)
     await roster(ctx).join(ONLINE, conn)
 
 
 async def on_disconnect(ctx: ServiceContext, conn: Connection) -> None:
+    await desk(ctx).disconnected(conn)
     roster(ctx).drop(conn)
     await roster(ctx).leave(ONLINE, conn)
 
@@ -94,12 +112,17 @@ class NoChannels(ChannelPolicy):
 
 def setup(app: web.Application, ctx: ServiceContext) -> None:
     ctx.extras[ROSTER] = add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence)
+    ctx.extras[DESK] = CallDesk(ctx, ctx.settings.ring_timeout_seconds)
 
 
 SPEC = ServiceSpec(
     name="telephony",
     policy=NoChannels(),
-    ops={"watch": op_watch, "unwatch": op_unwatch},
+    ops={
+        "watch": op_watch,
+        "unwatch": op_unwatch,
+        **{name: _call_op(name) for name in ("call", "answer", "reject", "hangup", "signal")},
+    },
     on_connect=on_connect,
     on_disconnect=on_disconnect,
     setup=setup,

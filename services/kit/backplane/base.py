@@ -118,6 +118,31 @@ class Backplane(abc.ABC):
     async def presence_contains(self, group: str, users: Iterable[str]) -> dict[str, bool]:
         """Whether each of ``users`` is present in ``group``."""
 
+    # -- shared state (telephony's calls) ---------------------------------------------
+    # A small record (string fields) with a TTL, changed only by compare-and-set on its
+    # ``state`` field, plus "guard" keys that make a record exclusive (one call per user).
+    @abc.abstractmethod
+    async def record_create(
+        self, key: str, fields: dict[str, str], ttl: float, guards: list[str]
+    ) -> bool:
+        """Create ``key`` unless it or any guard exists; the guards then point to it."""
+
+    @abc.abstractmethod
+    async def record_transition(
+        self,
+        key: str,
+        expect: set[str],
+        updates: dict[str, str],
+        ttl: float,
+        guards: list[str],
+        release: bool,
+    ) -> dict[str, str] | None:
+        """If the record's ``state`` is in ``expect``: apply ``updates``, set its TTL, and
+        release (delete) or extend the guards that point to it; return the new record."""
+
+    @abc.abstractmethod
+    async def record_get(self, key: str) -> dict[str, str] | None: ...
+
     # -- lifecycle ------------------------------------------------------------------
     @abc.abstractmethod
     async def ping(self) -> None:

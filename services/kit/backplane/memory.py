@@ -32,6 +32,8 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.streams: dict[str, _Stream] = {}
         self.listeners: dict[str, set[MemoryBackplane]] = {}
+        self.records: dict[str, tuple[dict[str, str], float]] = {}  # key -> (fields, expiry)
+        self.guards: dict[str, tuple[str, float]] = {}  # guard -> (record key, expiry)
         # group -> user -> connection -> expiry (monotonic seconds)
         self.presence: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -150,6 +152,58 @@ class MemoryBackplane(Backplane):
 
     async def presence_contains(self, group: str, users: Iterable[str]) -> dict[str, bool]:
         return {user: bool(self._conns(group, user)) for user in users}
+
+    def _record(self, key: str) -> dict[str, str] | None:
+        found = self._broker.records.get(key)
+        if found is None or found[1] <= time.monotonic():
+            self._broker.records.pop(key, None)
+            return None
+        return found[0]
+
+    def _guard(self, guard: str) -> str | None:
+        found = self._broker.guards.get(guard)
+        if found is None or found[1] <= time.monotonic():
+            self._broker.guards.pop(guard, None)
+            return None
+        return found[0]
+
+    async def record_create(
+        self, key: str, fields: dict[str, str], ttl: float, guards: list[str]
+    ) -> bool:
+        if self._record(key) is not None or any(self._guard(g) for g in guards):
+            return False
+        expiry = time.monotonic() + ttl
+        self._broker.records[key] = (dict(fields), expiry)
+        for guard in guards:
+            self._broker.guards[guard] = (key, expiry)
+        return True
+
+    async def record_transition(
+        self,
+        key: str,
+        expect: set[str],
+        updates: dict[str, str],
+        ttl: float,
+        guards: list[str],
+        release: bool,
+    ) -> dict[str, str] | None:
+        record = self._record(key)
+        if record is None or record.get("state") not in expect:
+            return None
+        record.update(updates)
+        expiry = time.monotonic() + ttl
+        self._broker.records[key] = (record, expiry)
+        for guard in guards:
+            if self._guard(guard) == key:
+                if release:
+                    del self._broker.guards[guard]
+                else:
+                    self._broker.guards[guard] = (key, expiry)
+        return dict(record)
+
+    async def record_get(self, key: str) -> dict[str, str] | None:
+        record = self._record(key)
+        return None if record is None else dict(record)
 
     async def ping(self) -> None:
         return None

@@ -173,6 +173,55 @@ return out
 )
 
 
+# KEYS[1] the record, KEYS[2..] its guards; ARGV[1] ttl ms, ARGV[2..] field/value pairs
+_RECORD_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], KEYS[1], 'PX', ARGV[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS as above; ARGV[1] ttl ms, ARGV[2] expected states (comma-separated),
+# ARGV[3] '1' to release the guards, ARGV[4..] field/value pairs
+_RECORD_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return nil end
+local allowed = false
+for s in string.gmatch(ARGV[2], '[^,]+') do
+  if s == state then allowed = true end
+end
+if not allowed then return nil end
+if #ARGV >= 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == KEYS[1] then
+    if ARGV[3] == '1' then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    end
+  end
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+def _record_key(key: str) -> str:
+    return f"wwws:record:{key}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs_to_dict(flat: list[bytes]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
 def _stream_keys(channel: str) -> tuple[str, str, str]:
     base = f"wwws:{{{channel}}}"
     return f"{base}:m", f"{base}:s", f"{base}:p"
@@ -206,6 +255,8 @@ class RedisBackplane(Backplane):
         self._presence_refresh = self._redis.register_script(_PRESENCE_REFRESH)
         self._presence_members = self._redis.register_script(_PRESENCE_MEMBERS)
         self._presence_contains = self._redis.register_script(_PRESENCE_CONTAINS)
+        self._record_create = self._redis.register_script(_RECORD_CREATE)
+        self._record_transition = self._redis.register_script(_RECORD_TRANSITION)
         # pub/sub channel name -> channel, for channels we listen to
         self._listening: dict[bytes, str] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
@@ -363,6 +414,40 @@ class RedisBackplane(Backplane):
             return {}
         found = await self._call(self._presence_contains, _presence_keys(group, "")[:1], names)
         return {name: bool(flag) for name, flag in zip(names, found, strict=True)}
+
+    # -- shared state -----------------------------------------------------------------
+    async def record_create(
+        self, key: str, fields: dict[str, str], ttl: float, guards: list[str]
+    ) -> bool:
+        keys = [_record_key(key), *(_record_key(g) for g in guards)]
+        args: list[Any] = [int(ttl * 1000)]
+        for name, value in fields.items():
+            args.extend((name, value))
+        return bool(await self._call(self._record_create, keys, args))
+
+    async def record_transition(
+        self,
+        key: str,
+        expect: set[str],
+        updates: dict[str, str],
+        ttl: float,
+        guards: list[str],
+        release: bool,
+    ) -> dict[str, str] | None:
+        keys = [_record_key(key), *(_record_key(g) for g in guards)]
+        args: list[Any] = [int(ttl * 1000), ",".join(sorted(expect)), "1" if release else "0"]
+        for name, value in updates.items():
+            args.extend((name, value))
+        found = await self._call(self._record_transition, keys, args)
+        return None if found is None else _pairs_to_dict(found)
+
+    async def record_get(self, key: str) -> dict[str, str] | None:
+        try:
+            found = await self._redis.hgetall(_record_key(key))
+        except (RedisError, OSError) as exc:
+            self.errors += 1
+            raise BackplaneUnavailable(str(exc)) from exc
+        return {_text(k): _text(v) for k, v in found.items()} or None
 
     # -- lifecycle ------------------------------------------------------------------
     async def ping(self) -> None:
