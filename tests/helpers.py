@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-INTERLEAVED = {"msg", "join", "leave"}
+INTERLEAVED = {"msg", "join", "leave", "presence"}
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
 

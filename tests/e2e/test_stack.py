@@ -219,3 +219,20 @@ async def test_prometheus_scrapes_every_replica(stack: Stack):
     # one target per replica, never through Traefik: instances are the containers
     names = {c.name for c in stack.containers("chat")}
     assert len(names) == stack.chat_replicas
+
+
+async def test_telephony_call_through_traefik(stack: Stack):
+    async with stack.session() as session:
+        alice, _ = await stack.connect(session, "telephony", "caller")
+        bob, _ = await stack.connect(session, "telephony", "callee")
+        await alice.send_json({"op": "call", "id": 1, "to": "callee"})
+        call_id = (await receive_op(alice, "ringing"))["call_id"]
+        assert (await receive_op(bob, "incoming"))["from"] == "caller"
+        await bob.send_json({"op": "answer", "call_id": call_id})
+        await receive_op(alice, "answered")
+        await alice.send_json({"op": "signal", "call_id": call_id, "data": {"sdp": "x"}})
+        assert (await receive_op(bob, "signal"))["data"] == {"sdp": "x"}
+        await bob.send_json({"op": "hangup", "call_id": call_id})
+        assert (await receive_op(alice, "ended"))["reason"] == "hangup"
+        await alice.close()
+        await bob.close()
