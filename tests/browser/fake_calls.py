@@ -88,12 +88,15 @@ async def op_reject(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -
 async def op_hangup(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
     call_id, call = _find(ctx, frame)
     del _calls(ctx)[call_id]
+    reason = "hangup"
     if conn is call.caller:
+        if call.callee is None:
+            reason = "cancelled"  # hung up while it rang
         others = [call.callee] if call.callee else _callees(ctx, call)
     else:
         others = [call.caller]
     for other in others:
-        _send(other, {"op": "ended", "call_id": call_id, "reason": "hangup"})
+        _send(other, {"op": "ended", "call_id": call_id, "reason": reason})
 
 
 async def op_signal(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:

@@ -81,4 +81,4 @@ def test_a_cancelled_call_stops_ringing(pages: Pages, calls_stack: Stack) -> Non
     expect(erin.get_by_test_id("hangup")).to_have_text("Cancel")
     erin.get_by_test_id("hangup").click()
     expect(frank.get_by_test_id("call")).to_be_hidden()
-    expect(frank.get_by_test_id("notice")).to_contain_text("ended")
+    expect(frank.get_by_test_id("notice")).to_have_text("Missed call from erin.")
