@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -102,7 +102,6 @@ class Stack:
         service: str,
         node: str,
         port: int | None = None,
-        factory: Callable[[Settings, MemoryBackplane], web.Application] | None = None,
         **overrides: Any,
     ) -> None:
         """Another replica of ``service`` on its own port (or ``port``, to stand in for one
@@ -111,8 +110,7 @@ class Stack:
         sock = self._reserve(node, port)
         origin = f"{self.origin_host}:{self.ports[node]}"
         settings = replace(self._settings(service, node, (origin,)), **overrides)
-        create = factory or FACTORIES[service]
-        self.apps[node] = create(settings, MemoryBackplane(self.broker))
+        self.apps[node] = FACTORIES[service](settings, MemoryBackplane(self.broker))
         self.run(self._listen(node, sock))
 
     def remove_replica(self, node: str) -> None:

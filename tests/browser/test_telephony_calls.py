@@ -1,7 +1,7 @@
 """The telephony page's calls: ring, answer, audio both ways over WebRTC, hang up.
 
-The service has no call ops yet; fake_calls.py adds DESIGN.md's call frames to the real
-telephony app, so these tests pin down the page's side of that contract.
+The two people are on different replicas of the telephony service (one backplane), as
+they would be behind Traefik: the call's state and signals cross between them.
 """
 
 from __future__ import annotations
@@ -10,25 +10,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_calls import create_app_with_calls
 from flows import go_online
 from harness import Pages, Stack
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
 
-NODE = "telephony-calls"
+OTHER = "telephony-2"  # the callee's replica
+QUICK = "telephony-quick"  # a replica whose calls ring for one second only
 
 
 @pytest.fixture(scope="module")
-def calls_stack(stack: Stack) -> Iterator[Stack]:
-    stack.add_replica("telephony", NODE, factory=create_app_with_calls)
+def replicas(stack: Stack) -> Iterator[Stack]:
+    stack.add_replica("telephony", OTHER)
+    stack.add_replica("telephony", QUICK, ring_timeout_seconds=1.0)
     yield stack
 
 
-def online_pair(pages: Pages, stack: Stack, caller: str, callee: str) -> tuple[Page, Page]:
-    a = go_online(pages, stack, caller, node=NODE, viewport={"width": 390, "height": 700})
-    b = go_online(pages, stack, callee, node=NODE)
+def online_pair(
+    pages: Pages, stack: Stack, caller: str, callee: str, caller_node: str = "telephony-1"
+) -> tuple[Page, Page]:
+    a = go_online(pages, stack, caller, node=caller_node, viewport={"width": 390, "height": 700})
+    b = go_online(pages, stack, callee, node=OTHER)
     a.get_by_test_id("watch-user").fill(callee)
     a.get_by_test_id("watch").click()
     expect(a.get_by_test_id(f"status-{callee}")).to_have_text("online")
@@ -36,9 +39,9 @@ def online_pair(pages: Pages, stack: Stack, caller: str, callee: str) -> tuple[P
 
 
 def test_call_answered_with_audio_both_ways_then_hung_up(
-    pages: Pages, calls_stack: Stack, screenshots: Path
+    pages: Pages, replicas: Stack, screenshots: Path
 ) -> None:
-    alice, bob = online_pair(pages, calls_stack, "alice", "bob")
+    alice, bob = online_pair(pages, replicas, "alice", "bob")
     alice.get_by_test_id("call-bob").click()
     expect(alice.get_by_test_id("call-state")).to_have_text("Ringing bob…")
     expect(bob.get_by_test_id("call-state")).to_have_text("alice is calling you")
@@ -64,8 +67,8 @@ def test_call_answered_with_audio_both_ways_then_hung_up(
     expect(alice.get_by_test_id("call-bob")).to_be_enabled()
 
 
-def test_a_declined_call(pages: Pages, calls_stack: Stack) -> None:
-    carol, dave = online_pair(pages, calls_stack, "carol", "dave")
+def test_a_declined_call(pages: Pages, replicas: Stack) -> None:
+    carol, dave = online_pair(pages, replicas, "carol", "dave")
     carol.get_by_test_id("call-dave").click()
     expect(dave.get_by_test_id("call-state")).to_have_text("carol is calling you")
     dave.get_by_test_id("reject").click()
@@ -74,11 +77,20 @@ def test_a_declined_call(pages: Pages, calls_stack: Stack) -> None:
     expect(dave.get_by_test_id("call")).to_be_hidden()
 
 
-def test_a_cancelled_call_stops_ringing(pages: Pages, calls_stack: Stack) -> None:
-    erin, frank = online_pair(pages, calls_stack, "erin", "frank")
+def test_a_cancelled_call_is_a_missed_call(pages: Pages, replicas: Stack) -> None:
+    erin, frank = online_pair(pages, replicas, "erin", "frank")
     erin.get_by_test_id("call-frank").click()
     expect(frank.get_by_test_id("call-state")).to_have_text("erin is calling you")
     expect(erin.get_by_test_id("hangup")).to_have_text("Cancel")
     erin.get_by_test_id("hangup").click()
     expect(frank.get_by_test_id("call")).to_be_hidden()
     expect(frank.get_by_test_id("notice")).to_have_text("Missed call from erin.")
+
+
+def test_an_unanswered_call_rings_out(pages: Pages, replicas: Stack) -> None:
+    gina, hal = online_pair(pages, replicas, "gina", "hal", caller_node=QUICK)
+    gina.get_by_test_id("call-hal").click()
+    expect(hal.get_by_test_id("call-state")).to_have_text("gina is calling you")
+    expect(gina.get_by_test_id("notice")).to_have_text("hal did not answer.")
+    expect(hal.get_by_test_id("notice")).to_have_text("Missed call from gina.")
+    expect(hal.get_by_test_id("call")).to_be_hidden()
