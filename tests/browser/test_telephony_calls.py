@@ -45,9 +45,11 @@ def test_call_answered_with_audio_both_ways_then_hung_up(
     alice.get_by_test_id("call-bob").click()
     expect(alice.get_by_test_id("call-state")).to_have_text("Ringing bob…")
     expect(bob.get_by_test_id("call-state")).to_have_text("alice is calling you")
+    expect(bob).to_have_title("Call from alice · wwws")  # seen from a background tab
     expect(alice.get_by_test_id("call-bob")).to_be_disabled()  # one call at a time
 
     bob.get_by_test_id("answer").click()
+    expect(bob).to_have_title("wwws telephony")
     expect(alice.get_by_test_id("call-state")).to_have_text("In a call with bob")
     expect(bob.get_by_test_id("call-state")).to_have_text("In a call with alice")
     for page in (alice, bob):
