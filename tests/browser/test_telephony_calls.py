@@ -17,13 +17,13 @@ from playwright.sync_api import Page, expect
 pytestmark = pytest.mark.browser
 
 OTHER = "telephony-2"  # the callee's replica
-QUICK = "telephony-quick"  # a replica whose calls ring for one second only
+QUICK = "telephony-quick"  # a replica whose calls ring for two seconds only
 
 
 @pytest.fixture(scope="module")
 def replicas(stack: Stack) -> Iterator[Stack]:
     stack.add_replica("telephony", OTHER)
-    stack.add_replica("telephony", QUICK, ring_timeout_seconds=1.0)
+    stack.add_replica("telephony", QUICK, ring_timeout_seconds=2.0)
     yield stack
 
 
