@@ -88,3 +88,11 @@ e2e: provision images certs ## end-to-end tests against a real compose stack
 
 token: ## print a token for U (make token U=alice), signed with .env's WWWS_TOKEN_SECRET
 	@uv run --quiet python -m services.tools.token $(or $(U),$(USER_ID),alice)
+
+# Benchmarks (docs/benchmarks.md): not part of `make test`. BENCH_ARGS passes options,
+# e.g. make bench BENCH_ARGS="--targets wwws-direct,naive-direct --scenarios fanout".
+bench: certs ## measure wwws vs the naive floor and its peers in one run (<20 min); results in bench/results/latest
+	@uv run --quiet --group bench python -m bench $(BENCH_ARGS)
+
+bench-smoke: ## the bench harness at tiny scale (about a minute): a check, not a measurement
+	@uv run --quiet --group bench --extra ops pytest -p no:cacheprovider tests/bench $(PYTEST_ARGS)

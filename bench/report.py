@@ -205,6 +205,21 @@ def render_report(data: dict[str, Any]) -> str:
             + " | ".join(_fmt(v, unit) for v in values)
             + " |"
         )
+    loads = [
+        (result["machine"]["other_cpus"], name, scenario)
+        for name in names
+        for scenario, result in results[name].items()
+        if isinstance(result, dict) and "machine" in result
+    ]
+    if loads:
+        mean = sum(load for load, _, _ in loads) / len(loads)
+        worst = max(loads)
+        lines += [
+            "",
+            f"Other load on the machine (processes not started by the bench) averaged "
+            f"{mean:.2f} CPUs over the scenarios; the most was {worst[0]:.2f} CPUs during "
+            f"{worst[2]} / {worst[1]}. Numbers measured next to a busy neighbour are noisier.",
+        ]
     problems = []
     for name in names:
         for scenario, result in results[name].items():

@@ -37,7 +37,7 @@ class Config:
     """Scaled-down defaults that fit `make bench` in < 20 min on 2 cores (see --help)."""
 
     fanout_subscribers: Sequence[int] = (250, 1000)
-    fanout_rates: Sequence[int] = (10, 20, 40, 80, 160, 320)  # publications/s, ramped
+    fanout_rates: Sequence[int] = (10, 20, 40, 80, 160, 240, 320)  # publications/s, ramped
     fanout_publishers: int = 30
     fanout_step_seconds: float = 3.0
     latency_subscribers: int = 1000
@@ -45,7 +45,7 @@ class Config:
     latency_seconds: float = 8.0
     idle_connections: int = 10_000
     idle_connections_proxied: int = 9_000  # Traefik needs 2 fds per connection (limit 20k)
-    idle_deadline: float = 45.0
+    idle_deadline: float = 55.0
     ticker_subscribers: int = 1000
     ticker_symbols: int = 100
     ticker_hz: float = 10.0
@@ -59,18 +59,19 @@ class Config:
     connect_concurrency: int = 100
     connect_deadline: float = 60.0
     drain_limit: float = 10.0
+    settle_seconds: float = 1.0  # after connecting, before measuring
 
     @classmethod
     def quick(cls) -> Config:
         """The smoke: every code path, tiny counts, a few seconds per scenario."""
         return cls(
-            fanout_subscribers=(20, 50),
+            fanout_subscribers=(50,),
             fanout_rates=(10, 20),
             fanout_publishers=4,
             fanout_step_seconds=1.0,
             latency_subscribers=50,
             latency_rate=20,
-            latency_seconds=2.0,
+            latency_seconds=1.5,
             idle_connections=200,
             idle_connections_proxied=200,
             idle_deadline=20.0,
@@ -79,12 +80,13 @@ class Config:
             ticker_slow_fraction=0.05,
             ticker_slow_symbols=5,
             ticker_pad_bytes=256,
-            ticker_phase_seconds=(1.5, 1.5),
-            churn_seconds=1.5,
+            ticker_phase_seconds=(1.0, 1.0),
+            churn_seconds=1.0,
             churn_workers=4,
             churn_max_cycles=500,
             connect_deadline=20.0,
-            drain_limit=3.0,
+            drain_limit=2.0,
+            settle_seconds=0.3,
         )
 
 
@@ -271,6 +273,7 @@ async def latency(run: Run) -> dict[str, Any]:
             out["error"] = "no connection"
             return out
         publishers = conn.clients[: max(1, min(len(conn.clients), cfg.latency_rate // 10))]
+        await asyncio.sleep(cfg.settle_seconds)
         stats.start_recording()
         c0 = cpu_now(target)
         sent = await paced(publishers, lambda _: room, cfg.latency_rate, cfg.latency_seconds)
@@ -410,6 +413,7 @@ async def ticker(run: Run) -> dict[str, Any]:
             await publish(room, data.decode())
 
         rate = cfg.ticker_hz * len(symbols)
+        await asyncio.sleep(cfg.settle_seconds)
         phases = {}
         for phase, seconds in zip(("before", "stalled"), cfg.ticker_phase_seconds, strict=True):
             if phase == "stalled":
@@ -434,8 +438,13 @@ async def ticker(run: Run) -> dict[str, Any]:
                 "fast_latency_ms": percentiles(fast.latencies),
             }
         out["phases"] = phases
+        out["publish_failures"] = run.extras.get("publish_failures", {})
+        # a paused reader cannot see its close frame: read again, then count the closes
+        for client in slow_conn.clients:
+            client.resume_reading()
+        await asyncio.sleep(cfg.settle_seconds)
         out["slow_closed"] = sum(1 for c in slow_conn.clients if c.disconnected)
-        out["slow_close_codes"] = dict(slow.closes)
+        out["slow_close_codes"] = {str(k): v for k, v in slow.closes.items()}
         before, stalled = phases["before"], phases["stalled"]
         out["fast_unaffected"] = stalled["fast_delivered_ratio"] >= 0.95 * before[
             "fast_delivered_ratio"

@@ -4,6 +4,7 @@ each stopped by its own pid (and process group) when the bench ends, even on fai
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -51,6 +52,12 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the bench dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Proc:
     """One child process in its own session; ``stop()`` signals that group only."""
 
@@ -67,9 +74,12 @@ class Proc:
         self.name = name
         self.log_path = log
         self._log = log.open("ab")
-        full_env = {**os.environ, **(env or {})}
+        # the caller's WWWS_* settings (or make's exports) must not change what is measured
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("WWWS_")}
+        full_env = {**inherited, **(env or {})}
         self.popen = subprocess.Popen(
             argv,
+            preexec_fn=_die_with_parent,
             cwd=cwd,
             env=full_env,
             stdout=self._log,
@@ -291,6 +301,9 @@ class Server:
         return self.procs[0].pid
 
     def stop(self) -> None:
+        for proc in self.procs:  # signal all first: they stop in parallel
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
@@ -441,6 +454,7 @@ def start_server(
             "WWWS_ALLOWED_ORIGINS": "*",
             "WWWS_NODE_ID": "bench-chat",
             "WWWS_LOG_LEVEL": "WARNING",
+            "WWWS_DRAIN_SECONDS": "0",  # stopping between scenarios: no need to drain
         }
         proc = Proc("wwws-chat", [sys.executable, "-m", "services.chat"], log, env)
         server.procs.append(proc)
@@ -512,6 +526,7 @@ def start_ticker(server: Server, port: int, workdir: Path, redis_url: str) -> Pr
         "WWWS_ALLOWED_ORIGINS": "*",
         "WWWS_NODE_ID": "bench-ticker",
         "WWWS_LOG_LEVEL": "WARNING",
+        "WWWS_DRAIN_SECONDS": "0",  # stopping between scenarios: no need to drain
         "WWWS_HISTORY_SIZE": "10",
     }
     proc = Proc(
