@@ -69,7 +69,8 @@ compose: ## any docker compose command with the stack's settings: make compose A
 	@$(COMPOSE) $(ARGS)
 
 # Tests. PYTEST_ARGS passes options through, e.g. make test PYTEST_ARGS="-x -k chat".
-PYTEST := $(WITH_IMAGES) uv run --extra ops pytest -p no:cacheprovider $(PYTEST_ARGS)
+# The bench harness has its own smoke (make bench-smoke): it needs the bench group.
+PYTEST := $(WITH_IMAGES) uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench $(PYTEST_ARGS)
 
 test: provision-test lint images certs ## run every test: unit, contract (memory + real Redis), e2e (real stack), browser
 	@t=$$(date +%s); $(PYTEST); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - t ))s"; exit $$rc
@@ -81,7 +82,7 @@ lint: ## ruff + mypy --strict on the package
 	@uv run --extra ops ruff check . && uv run --extra ops ruff format --check . && uv run --extra ops mypy
 
 unit: ## fast tests: unit + contract on the memory backplane (no Docker, no browser)
-	@uv run --extra ops pytest -p no:cacheprovider -m "not redis and not e2e and not browser" $(PYTEST_ARGS)
+	@uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench -m "not redis and not e2e and not browser" $(PYTEST_ARGS)
 
 e2e: provision images certs ## end-to-end tests against a real compose stack
 	@$(PYTEST) -m e2e
