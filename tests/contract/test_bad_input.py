@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from conftest import connect
 from helpers import collect_msgs, receive_close, receive_op
+from replicas import connect
 
 from services.chat.app import create_app
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import aiohttp
-from conftest import connect
 from helpers import receive_json, receive_op
+from replicas import connect
 
 from services.telephony.app import create_app
 

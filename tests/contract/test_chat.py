@@ -7,8 +7,8 @@ import time
 
 import aiohttp
 import orjson
-from conftest import connect
 from helpers import collect_msgs, receive_close, receive_op
+from replicas import connect
 
 from services.chat.app import create_app
 

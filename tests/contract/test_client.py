@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import token
+from replicas import token
 
 from services.chat.app import create_app
 from services.kit.app import CONTEXT

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from conftest import connect, token
 from helpers import SECRET, receive_op
+from replicas import connect, token
 
 from services.chat.app import create_app
 from services.kit.auth import mint_token

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import connect
 from helpers import receive_op
+from replicas import connect
 
 from services.telephony.app import create_app
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from conftest import connect
 from helpers import collect_msgs, receive_op
+from replicas import connect
 
 from services.kit.hub import ChannelHub
 from services.ticker.app import create_app
