@@ -64,6 +64,14 @@ SCENARIO_TIMEOUT = {
 }
 
 
+# Measurements taken while other processes used more than this many CPUs are repeated,
+# at most NOISY_RETRIES times per run and only in its first RETRY_WITHIN_SECONDS.
+NOISY_CPUS = 0.5
+NOISY_RETRIES = 6
+RETRY_WITHIN_SECONDS = 13 * 60
+RETRIED = {"fanout", "latency", "ticker", "churn"}  # not idle: long, and memory is not noisy
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -143,6 +151,8 @@ class Harness:
         self.traefik: Traefik | None = None
         self.peers_python: Path | None = None
         self.node_dir: Path | None = None
+        self.started = time.monotonic()
+        self.retries_left = NOISY_RETRIES
 
     def setup(self) -> None:
         raise_nofile()
@@ -173,6 +183,8 @@ class Harness:
         )
 
     async def run_one(self, target: Target, scenario: str) -> dict[str, Any]:
+        if scenario == "idle" and target.via_traefik and self.traefik is not None:
+            self.traefik.restart()  # Go keeps freed memory: a fresh Traefik per baseline
         server = self.start(target)
         target.server = server
         run = Run(target, self.config, self.redis_url)
@@ -232,18 +244,36 @@ class Harness:
         results: dict[str, Any] = {target.name: {} for target in self.targets}
         for scenario in self.scenarios:
             for target in self.targets:
-                log(f"{scenario}: {target.name}")
-                t = time.monotonic()
-                machine = MachineLoad(self)
-                outcome = await self.run_one(target, scenario)
-                outcome["machine"] = machine.done()
-                results[target.name][scenario] = outcome
-                log(
-                    f"{scenario}: {target.name} done in {time.monotonic() - t:.1f}s"
-                    + (f" -- {outcome['error']}" if "error" in outcome else "")
-                    + f" (other load: {outcome['machine']['other_cpus']:.2f} CPUs)"
-                )
+                results[target.name][scenario] = await self.measure(target, scenario)
         return results
+
+    async def measure(self, target: Target, scenario: str) -> dict[str, Any]:
+        """Run one scenario on one target; when other processes took more than
+        ``NOISY_CPUS`` meanwhile, run it again (a bounded number of times per run, and
+        only while the run is young) and keep the attempt with the least other load."""
+        attempts: list[dict[str, Any]] = []
+        while True:
+            log(f"{scenario}: {target.name}" + (f" (again: {len(attempts)})" if attempts else ""))
+            t = time.monotonic()
+            machine = MachineLoad(self)
+            outcome = await self.run_one(target, scenario)
+            outcome["machine"] = machine.done()
+            attempts.append(outcome)
+            other = outcome["machine"]["other_cpus"]
+            log(
+                f"{scenario}: {target.name} done in {time.monotonic() - t:.1f}s"
+                + (f" -- {outcome['error']}" if "error" in outcome else "")
+                + f" (other load: {other:.2f} CPUs)"
+            )
+            young = time.monotonic() - self.started < RETRY_WITHIN_SECONDS
+            retry = scenario in RETRIED and other > NOISY_CPUS and young
+            if not retry or self.retries_left <= 0:
+                break
+            self.retries_left -= 1
+        best = min(attempts, key=lambda a: a["machine"]["other_cpus"])
+        if len(attempts) > 1:
+            best["attempts_other_cpus"] = [a["machine"]["other_cpus"] for a in attempts]
+        return best
 
 
 def _stat_jiffies() -> tuple[int, int, int]:

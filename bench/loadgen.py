@@ -343,7 +343,14 @@ async def connect_many(
     return ConnectResult(clients, time.perf_counter() - start, failures, dict(stats.errors))
 
 
-async def close_all(clients: Sequence[Client], concurrency: int = 500) -> None:
+async def close_all(clients: Sequence[Client], concurrency: int = 500, abort: bool = False) -> None:
+    """Close with a close handshake, or (``abort``) just drop the TCP connections."""
+    if abort:
+        for client in clients:
+            if client.transport is not None and not client.disconnected:
+                client.transport.disconnect()
+        await asyncio.sleep(0.2)
+        return
     gate = asyncio.Semaphore(concurrency)
 
     async def one(client: Client) -> None:

@@ -111,6 +111,13 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
         _get("ticker", "phases", "stalled", "fast_latency_ms", "p99"),
     ),
     (
+        "ticker_slow_closed",
+        "ticker: slow readers the server disconnected",
+        "",
+        False,
+        _get("ticker", "slow_closed"),
+    ),
+    (
         "churn_rate",
         "churn: connect+subscribe+close cycles/s",
         "cycles/s",
@@ -119,6 +126,10 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
     ),
     ("churn_errors", "churn: errors", "", False, _get("churn", "error_count")),
 ]
+
+
+# facts, not scores: shown in the measured values only
+NO_RATIO = {"ticker_slow_closed", "churn_errors"}
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -179,9 +190,18 @@ def render_report(data: dict[str, Any]) -> str:
         "",
     ]
     comparisons = pairs(results)
-    header = "| metric | " + " | ".join(f"{theirs}" for _, theirs in comparisons) + " |"
+    header = (
+        "| metric | "
+        + " | ".join(
+            f"{ours} ÷ {theirs}" if theirs.startswith("wwws") else f"÷ {theirs}"
+            for ours, theirs in comparisons
+        )
+        + " |"
+    )
     lines += [header, "|---|" + "---|" * len(comparisons)]
-    for _key, label, _unit, higher, getter in METRICS:
+    for key, label, _unit, higher, getter in METRICS:
+        if key in NO_RATIO:
+            continue
         cells = [
             _ratio(getter(results[ours]), getter(results[theirs])) for ours, theirs in comparisons
         ]

@@ -343,7 +343,7 @@ async def idle(run: Run) -> dict[str, Any]:
             "closes": dict(stats.closes),
         }
     finally:
-        await close_all(conn.clients)
+        await close_all(conn.clients, abort=True)  # 10k close handshakes would take long
 
 
 # -- 4. ticker --------------------------------------------------------------------------

@@ -230,7 +230,9 @@ class Traefik:
     proc: Proc | None = None
 
     def start(self) -> None:
-        self.ports = {name: free_port() for name in self.backends}
+        """Start (or restart, on the same ports: a fresh process for a memory baseline)."""
+        if not self.ports:
+            self.ports = {name: free_port() for name in self.backends}
         ping = free_port()
         dynamic = self.workdir / "traefik-dynamic.yml"
         lines = [
@@ -285,6 +287,11 @@ class Traefik:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 @dataclass
