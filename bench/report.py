@@ -253,6 +253,10 @@ def render_report(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _sizes(result: dict[str, Any]) -> list[int]:
+    return [s["subscribers"] for s in result.get("fanout", {}).get("by_subscribers") or []]
+
+
 def write_plots(data: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -284,6 +288,8 @@ def write_plots(data: dict[str, Any], out: Path) -> list[Path]:
     if plotted:
         ax.set_xlabel("subscribers in the room")
         ax.set_ylabel("max delivered frames/s")
+        ax.yaxis.set_major_formatter(lambda value, _: f"{value / 1000:.0f}k")
+        ax.set_xticks(sorted({x for r in results.values() for x in _sizes(r)}))
         ax.set_title("Fan-out capacity (one room, publishers ramped to saturation)")
         ax.grid(True, alpha=0.3)
         ax.legend()
@@ -331,8 +337,10 @@ def write_plots(data: dict[str, Any], out: Path) -> list[Path]:
             traefik_kib.append(per.get("traefik", 0))
     if names:
         xs = range(len(names))
-        ax.bar(xs, server_kib, label="server process")
-        ax.bar(xs, traefik_kib, bottom=server_kib, label="Traefik")
+        bottom = ax.bar(xs, server_kib, label="server process")
+        top = ax.bar(xs, traefik_kib, bottom=server_kib, label="Traefik")
+        ax.bar_label(bottom, fmt="%.1f", label_type="center", fontsize=8)
+        ax.bar_label(top, labels=[f"{v:.0f}" if v else "" for v in traefik_kib], fontsize=8)
         ax.set_xticks(list(xs), names, rotation=20, ha="right")
         ax.set_ylabel("KiB RSS per idle connection")
         ax.set_title("Idle connections: memory per connection")
@@ -344,3 +352,20 @@ def write_plots(data: dict[str, Any], out: Path) -> list[Path]:
         written.append(path)
     plt.close(fig)
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Redraw report.md and the plots of a results folder from its results.json."""
+    import json
+    import sys
+
+    folder = Path((argv if argv is not None else sys.argv[1:])[0])
+    data = json.loads((folder / "results.json").read_text())
+    (folder / "report.md").write_text(render_report(data))
+    for path in write_plots(data, folder):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,8 +37,18 @@ class Config:
     """Scaled-down defaults that fit `make bench` in < 20 min on 2 cores (see --help)."""
 
     fanout_subscribers: Sequence[int] = (250, 1000)
-    fanout_rates: Sequence[int] = (10, 20, 40, 80, 160, 240, 320)  # publications/s, ramped
-    fanout_publishers: int = 30
+    fanout_rates: Sequence[int] = (
+        10,
+        20,
+        40,
+        80,
+        160,
+        240,
+        320,
+        480,
+        640,
+    )  # publications/s, ramped
+    fanout_publishers: int = 40  # wwws chat: 20 publications/s per connection at most
     fanout_step_seconds: float = 3.0
     latency_subscribers: int = 1000
     latency_rate: int = 50
