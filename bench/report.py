@@ -215,13 +215,13 @@ def render_report(data: dict[str, Any]) -> str:
         "| metric | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
-    for _key, label, unit, higher, getter in METRICS:
+    for key, label, unit, higher, getter in METRICS:
         values = [getter(results[n]) for n in names]
         if all(v is None for v in values):
             continue
         suffix = f" ({unit})" if unit and unit != "share" else ""
         lines.append(
-            f"| {label}{suffix} {'↑' if higher else '↓'} | "
+            f"| {label}{suffix}{'' if key in NO_RATIO else ' ↑' if higher else ' ↓'} | "
             + " | ".join(_fmt(v, unit) for v in values)
             + " |"
         )
