@@ -340,15 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     targets = [catalog[n] for n in names]
     harness = Harness(targets, scenarios, config, workdir)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     log(f"targets: {', '.join(names)}; scenarios: {', '.join(scenarios)}; out: {out}")
     try:
         harness.setup()
-        results = asyncio.run(harness.run())
+        results = asyncio.run(_until_signal(harness))
+    except asyncio.CancelledError:
+        log("stopped by a signal: nothing written")
+        return 130
     finally:
         if harness.traefik is not None:
             harness.traefik.stop()
@@ -380,6 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     log(f"finished in {wall:.0f}s; results in {out}")
     return 0
+
+
+async def _until_signal(harness: Harness) -> dict[str, Any]:
+    """SIGTERM/SIGINT cancel the run; the caller then stops every process it started."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    return await harness.run()
 
 
 def _cpus() -> int:
