@@ -24,6 +24,9 @@ __all__ = ["RedisBackplane"]
 
 log = logging.getLogger(__name__)
 
+MAX_CONNECTIONS = 64  # per replica; commands are short, so a few dozen carry thousands
+POOL_TIMEOUT_SECONDS = 5.0  # then the client gets `unavailable`
+
 # Drop entries older than the age limit (ARGV max age ms; 0 = none). Entries carry their
 # publish time in field 't', so the window is count- and age-bounded.
 _TRIM_BY_AGE = """
@@ -244,9 +247,17 @@ class RedisBackplane(Backplane):
         self._history_max_age_ms = int(history_max_age * 1000)
         self._history_size = history_size
         self._history_ttl_ms = int(history_ttl * 1000)
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        # A blocking pool: a burst of subscribes (a drained replica's clients all coming
+        # back) waits for a free connection instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT_SECONDS,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=10,
         )
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool too
         self._pubsub = self._redis.pubsub()
         self._publish_script = self._redis.register_script(_PUBLISH)
         self._read_script = self._redis.register_script(_READ)
