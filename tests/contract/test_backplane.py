@@ -226,3 +226,19 @@ async def test_live_delivery_recovers_after_the_redis_connection_drops(redis_url
     assert recorder.offsets == [1, 2, 3, 4, 5, 6]
     await backplane.close()
     await other.close()
+
+
+@pytest.mark.redis
+async def test_a_burst_of_subscribes_waits_for_redis_connections(redis_url):
+    """More concurrent reads than the pool has connections: they queue, none fails."""
+    backplane = RedisBackplane(redis_url)
+    hub = ChannelHub(backplane, "burst")
+    recorders = [Recorder() for _ in range(300)]
+    results = await asyncio.gather(
+        *(
+            hub.subscribe(r, f"room{i % 150}", None, 10, lambda _: None)
+            for i, r in enumerate(recorders)
+        )
+    )
+    assert len(results) == 300 and all(r.epoch for r in results)
+    await backplane.close()

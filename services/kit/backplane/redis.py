@@ -273,6 +273,9 @@ class RedisBackplane(Backplane):
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._wake_reader = asyncio.Event()
+        # redis-py's PubSub is not safe for concurrent commands: two first subscribes would
+        # each take a pool connection for it, and one would never be given back.
+        self._pubsub_lock = asyncio.Lock()
         self.errors = 0
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -331,7 +334,8 @@ class RedisBackplane(Backplane):
             confirmed = self._confirmed[channel] = loop.create_future()
             self._listening[name.encode()] = channel
             try:
-                await self._pubsub.subscribe(name)
+                async with self._pubsub_lock:
+                    await self._pubsub.subscribe(name)
             except (RedisError, OSError) as exc:
                 self._forget(channel)
                 self.errors += 1
@@ -347,7 +351,8 @@ class RedisBackplane(Backplane):
         _, _, name = _stream_keys(channel)
         self._forget(channel)
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.unsubscribe(name)
+            async with self._pubsub_lock:
+                await self._pubsub.unsubscribe(name)
 
     def _forget(self, channel: str) -> None:
         _, _, name = _stream_keys(channel)
