@@ -29,9 +29,7 @@ def send_change(conn: Connection, room: str, user: str, present: bool) -> None:
 
 
 def membership(ctx: ServiceContext) -> Roster:
-    found = ctx.extras[MEMBERSHIP]
-    assert isinstance(found, Roster)
-    return found
+    return ctx.extra(MEMBERSHIP, Roster)
 
 
 async def room_joined(ctx: ServiceContext, conn: Connection, room: str) -> None:

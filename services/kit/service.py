@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 __all__ = ["ChannelPolicy", "OpHandler", "ServiceContext", "ServiceSpec"]
+
+T = TypeVar("T")
 
 
 class ChannelPolicy:
@@ -83,3 +85,10 @@ class ServiceContext:
     metrics: Metrics
     replica: ReplicaState
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def extra(self, key: str, kind: type[T]) -> T:
+        """A service's own per-replica object (set up in ``spec.setup``), typed."""
+        found = self.extras[key]
+        if not isinstance(found, kind):
+            raise TypeError(f"extras[{key!r}] is {type(found).__name__}, not {kind.__name__}")
+        return found

@@ -19,7 +19,7 @@ from services.kit.protocol import (
     require_str_list,
 )
 from services.kit.roster import Roster, add_roster
-from services.kit.service import ChannelPolicy, OpHandler, ServiceContext, ServiceSpec
+from services.kit.service import ChannelPolicy, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
 
 from .calls import CallDesk
@@ -35,9 +35,7 @@ DESK = "calls"
 
 
 def roster(ctx: ServiceContext) -> Roster:
-    found = ctx.extras[ROSTER]
-    assert isinstance(found, Roster)
-    return found
+    return ctx.extra(ROSTER, Roster)
 
 
 def _users(frame: ClientFrame) -> list[str]:
@@ -75,16 +73,27 @@ async def op_unwatch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
 
 
 def desk(ctx: ServiceContext) -> CallDesk:
-    found = ctx.extras[DESK]
-    assert isinstance(found, CallDesk)
-    return found
+    return ctx.extra(DESK, CallDesk)
 
 
-def _call_op(name: str) -> OpHandler:
-    async def handler(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
-        await getattr(desk(ctx), name)(conn, frame)
+async def op_call(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    await desk(ctx).call(conn, frame)
 
-    return handler
+
+async def op_answer(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    await desk(ctx).answer(conn, frame)
+
+
+async def op_reject(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    await desk(ctx).reject(conn, frame)
+
+
+async def op_hangup(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    await desk(ctx).hangup(conn, frame)
+
+
+async def op_signal(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    await desk(ctx).signal(conn, frame)
 
 
 async def on_connect(ctx: ServiceContext, conn: Connection) -> None:
@@ -121,7 +130,11 @@ SPEC = ServiceSpec(
     ops={
         "watch": op_watch,
         "unwatch": op_unwatch,
-        **{name: _call_op(name) for name in ("call", "answer", "reject", "hangup", "signal")},
+        "call": op_call,
+        "answer": op_answer,
+        "reject": op_reject,
+        "hangup": op_hangup,
+        "signal": op_signal,
     },
     on_connect=on_connect,
     on_disconnect=on_disconnect,
