@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 
 INTERLEAVED = {"msg", "join", "leave", "presence"}
 SECRET = "test-secret-0123456789abcdef-0123456789"
+
+T = TypeVar("T")
 
 
 async def receive_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> Any:
@@ -62,3 +66,30 @@ async def receive_close(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10
             return ws.close_code
         if message.type is aiohttp.WSMsgType.CLOSING:
             continue
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T] | T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll ``check`` (sync or async) until it returns a truthy value and return it; fail
+    with the last value (or the last assertion) after ``timeout`` seconds. ``check`` may
+    raise AssertionError while the condition does not hold yet."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            last = value
+        except AssertionError as error:
+            last = error
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s (last: {last!r})")
+        await asyncio.sleep(interval)
