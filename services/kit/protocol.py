@@ -15,13 +15,16 @@ import orjson
 
 __all__ = [
     "CHANNEL_PATTERN",
+    "MAX_JSON_DEPTH",
     "ClientFrame",
     "CloseCode",
     "ErrorCode",
+    "JsonTooDeep",
     "ProtocolError",
     "Since",
     "encode",
     "error_frame",
+    "load_json",
     "msg_frame",
     "optional_since",
     "parse_client_frame",
@@ -36,6 +39,11 @@ __all__ = [
 # and logs. ':' is allowed for namespaced channels such as ``user:alice``.
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@]{1,64}")
 _MAX_ID_LENGTH = 64
+
+# orjson parses 1,024 levels of nesting but serialises only 255, so data nested between
+# the two would be accepted and then fail when it is stored or relayed. Nothing in the
+# protocol needs more than a few levels: refuse deeper input where it is parsed.
+MAX_JSON_DEPTH = 32
 
 
 class ErrorCode(StrEnum):
@@ -57,6 +65,7 @@ class CloseCode(IntEnum):
     INVALID_PAYLOAD = 1007  # invalid UTF-8
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # reconnect with backoff
+    TRY_AGAIN_LATER = 1013  # the backplane is unreachable: reconnect with backoff
     UNAUTHORIZED = 4001  # 4000-4099: do not reconnect
     FORBIDDEN = 4003
     PROTOCOL_VIOLATION = 4008
@@ -87,10 +96,51 @@ class Since:
     offset: int
 
 
+class JsonTooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def load_json(text: str | bytes) -> Any:
+    """``orjson.loads`` that refuses data nested deeper than :data:`MAX_JSON_DEPTH`
+    (:class:`JsonTooDeep`, a ValueError like orjson's own decode error)."""
+    value = orjson.loads(text)
+    # Counting brackets is C-speed; only a document with enough of them can be too deep.
+    if isinstance(text, str):
+        brackets = text.count("[") + text.count("{")
+    else:
+        brackets = text.count(b"[") + text.count(b"{")
+    if brackets > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+        raise JsonTooDeep()
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` arrays/objects (iterative: no recursion
+    limit to hit on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def parse_client_frame(text: str) -> ClientFrame:
     """Parse one text frame into an envelope; the op's own fields are checked by its handler."""
     try:
-        body = orjson.loads(text)
+        body = load_json(text)
+    except JsonTooDeep as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"malformed JSON: {exc}") from None
     if not isinstance(body, dict):

@@ -5,9 +5,12 @@ import pytest
 
 from services.kit.backplane import Publication, ReadResult
 from services.kit.protocol import (
+    MAX_JSON_DEPTH,
     ErrorCode,
+    JsonTooDeep,
     ProtocolError,
     error_frame,
+    load_json,
     msg_frame,
     optional_since,
     parse_client_frame,
@@ -93,3 +96,34 @@ def test_error_frame_shape():
 )
 def test_read_result_covers(top, first, after, covered):
     assert ReadResult("e", top, first, []).covers(after) is covered
+
+
+def nested(depth: int, kind: str = "list") -> str:
+    """JSON of ``depth`` nested arrays (or objects), the outermost counting as one."""
+    if kind == "list":
+        return "[" * depth + "]" * depth
+    return '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+@pytest.mark.parametrize("kind", ["list", "object"])
+def test_load_json_takes_the_depth_limit_and_refuses_one_more(kind):
+    assert load_json(nested(MAX_JSON_DEPTH, kind)) is not None
+    assert load_json(nested(MAX_JSON_DEPTH, kind).encode()) is not None
+    with pytest.raises(JsonTooDeep):
+        load_json(nested(MAX_JSON_DEPTH + 1, kind))
+
+
+def test_deep_data_that_orjson_parses_but_cannot_serialise_is_a_bad_request():
+    data = nested(300)
+    orjson.loads(data)  # orjson parses it ...
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(orjson.loads(data))  # ... but could not store or relay it
+    with pytest.raises(ProtocolError) as error:
+        parse_client_frame('{"op":"signal","id":4,"data":' + data + "}")
+    assert error.value.code is ErrorCode.BAD_REQUEST
+    assert "nested deeper than 32" in error.value.message
+
+
+def test_many_shallow_brackets_are_not_too_deep():
+    wide = "[" + ",".join(["[]"] * 1000) + "]"
+    assert len(load_json(wide)) == 1000
