@@ -19,10 +19,29 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-__all__ = ["Metrics"]
+from .protocol import CloseCode
+
+__all__ = ["Metrics", "close_code_label"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def close_code_label(code: int) -> str:
+    """The ``code`` label of ``wwws_connections_closed_total``: a client picks the code of
+    its own close frame, so only the codes RFC 6455 names (1000-1015) and this kit's
+    own (protocol.CloseCode) are labels of their own; any other falls into one of three
+    buckets, and no client can grow the number of series."""
+    if 1000 <= code <= 1015 or code in _KIT_CLOSE_CODES:
+        return str(code)
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"
+
+
+_KIT_CLOSE_CODES = frozenset(int(code) for code in CloseCode)
 
 
 @dataclass(frozen=True)
