@@ -1,10 +1,25 @@
-"""A connection's bounded, coalescing outbound queue.
+"""A connection's bounded, coalescing outbound queue: the one place that writes raw
+WebSocket frames on the transport behind aiohttp.
 
-Frames are queued as already-serialised bytes (shared between subscribers) and written
-once per event-loop iteration as one ``transport.write`` of several WebSocket frames:
-one syscall for many publications. The bound counts what is queued here plus what the
-transport still holds, so a client that stops reading cannot grow the replica's memory
-past it; crossing it calls ``on_overflow`` (the connection closes with 4108).
+Why raw: frames are queued as already-serialised bytes (shared between subscribers) and
+written once per event-loop iteration as one ``transport.write`` of several WebSocket
+frames: one syscall for many publications, where aiohttp's ``send_str`` costs a call, a
+header and a drain per frame (the measured fan-out speed, docs/benchmarks.md).
+
+The bound counts what is queued here plus what the transport still holds, so a client
+that stops reading cannot grow the replica's memory past it; crossing it calls
+``on_overflow`` (the connection closes with 4108).
+
+Invariants that make sharing the transport with aiohttp's own writer safe (tested in
+tests/unit/test_outbound.py and tests/contract/test_session.py):
+
+- every ``transport.write`` here carries whole frames, written synchronously, and aiohttp
+  writes its pongs and close frames the same way, so frames never interleave mid-frame;
+- data frames are written only here (nothing calls ``ws.send_*``), so their order is this
+  queue's order;
+- the server's close frame is written here too (:meth:`Outbound.finish`), after every
+  queued frame and as the last thing written: nothing follows it (RFC 6455 5.5.1).
+  aiohttp's writer sends a close frame only in reply to a client that closed first.
 """
 
 from __future__ import annotations
@@ -13,7 +28,10 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-__all__ = ["Outbound", "text_frame"]
+__all__ = ["Outbound", "close_frame", "text_frame"]
+
+# A control frame's payload is at most 125 bytes: the 2-byte code and the reason.
+MAX_CLOSE_REASON_BYTES = 123
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -25,6 +43,12 @@ def text_frame(payload: bytes) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", 0x81, 126, size) + payload
     return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+def close_frame(code: int, reason: bytes = b"") -> bytes:
+    """An unmasked close frame (RFC 6455 5.5.1); the reason is cut to fit a control frame."""
+    payload = struct.pack("!H", code) + reason[:MAX_CLOSE_REASON_BYTES]
+    return bytes((0x88, len(payload))) + payload
 
 
 class Outbound:
@@ -41,6 +65,7 @@ class Outbound:
         self._queued = 0
         self._flush_scheduled = False
         self.closed = False
+        self.finished = False  # the close frame was written
         self.peak_bytes = 0  # the most this connection ever held (queue + transport)
         self.held = False  # queue but do not write (until the connection is set up)
 
@@ -84,3 +109,16 @@ class Outbound:
         self.closed = True
         self._frames.clear()
         self._queued = 0
+
+    def finish(self, code: int, reason: bytes) -> bool:
+        """Write what is queued and then a close frame, in one write, and stop. Frames still
+        held are dropped (the connection was never set up), as is everything after an
+        overflow. False when the close frame was written already."""
+        if self.finished:
+            return False
+        self.finished = True
+        frames = [] if self.held else [text_frame(frame) for frame in self._frames]
+        self.close()
+        if not self._transport.is_closing():
+            self._transport.write(b"".join([*frames, close_frame(code, reason)]))
+        return True
