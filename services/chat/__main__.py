@@ -1,4 +1,4 @@
 from services.chat.app import create_app
-from services.kit.server import main
+from services.kit import main
 
 main("chat", create_app)

@@ -6,19 +6,21 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.kit.app import build_app
-from services.kit.backplane import Backplane
-from services.kit.connection import Connection
-from services.kit.protocol import (
+from services.kit import (
     ClientFrame,
+    Connection,
     ErrorCode,
     ProtocolError,
+    ServiceContext,
+    ServiceSpec,
+    Settings,
+    build_app,
     encode,
     msg_frame,
     require_channel,
 )
-from services.kit.service import ServiceContext, ServiceSpec
-from services.kit.settings import Settings
+from services.kit.backplane import Backplane
+from services.kit.roster import Roster
 
 from .membership import op_members, room_joined, room_left, setup_membership
 from .rooms import ChatRooms
@@ -43,7 +45,8 @@ async def op_history(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
     conn.send(encode(head)[:-1] + b',"publications":[' + items + b"]}", "history")
 
 
-SPEC = ServiceSpec(
+# The chat service's own state is its room membership roster.
+SPEC: ServiceSpec[Roster] = ServiceSpec(
     name="chat",
     policy=ChatRooms(),
     ops={"history": op_history, "members": op_members},

@@ -13,9 +13,7 @@ from services.kit.protocol import ClientFrame, ErrorCode, ProtocolError, encode,
 from services.kit.roster import Roster, add_roster
 from services.kit.service import ServiceContext
 
-__all__ = ["MEMBERSHIP", "op_members", "room_joined", "room_left", "setup_membership"]
-
-MEMBERSHIP = "membership"
+__all__ = ["op_members", "room_joined", "room_left", "setup_membership"]
 
 
 def events_channel(room: str) -> str:
@@ -28,8 +26,8 @@ def send_change(conn: Connection, room: str, user: str, present: bool) -> None:
     conn.send(encode({"op": op, "ch": room, "user": user}), op)
 
 
-def membership(ctx: ServiceContext) -> Roster:
-    return ctx.extra(MEMBERSHIP, Roster)
+def membership(ctx: ServiceContext[Roster]) -> Roster:
+    return ctx.state
 
 
 async def room_joined(ctx: ServiceContext, conn: Connection, room: str) -> None:
@@ -52,5 +50,6 @@ async def op_members(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
     conn.send(encode({"op": "members", "id": frame.id, "ch": room, "users": users}), "members")
 
 
-def setup_membership(app: web.Application, ctx: ServiceContext) -> None:
-    ctx.extras[MEMBERSHIP] = add_roster(app, ctx, events_channel, send_change)
+def setup_membership(app: web.Application, ctx: ServiceContext[Roster]) -> Roster:
+    """The chat service's state: its room membership roster."""
+    return add_roster(app, ctx, events_channel, send_change)

@@ -1,4 +1,6 @@
-"""The app factory every service uses: handshake, envelope dispatch, hub, lifecycle."""
+"""The application factory every service uses: one aiohttp app per replica, with the
+WebSocket route (handled by :mod:`services.kit.session`), the pages, the hub and the
+background tasks, and the drain that closes every connection when the app shuts down."""
 
 from __future__ import annotations
 
@@ -7,52 +9,33 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from .auth import AuthError, check_origin, verify_token
-from .backplane import Backplane, BackplaneUnavailable, Publication, open_backplane
-from .connection import Connection, publication_age
+from .backplane import Backplane, Publication, open_backplane
+from .connection import publication_age
 from .hub import ChannelHub
+from .logs import quiet_bad_http_requests
 from .loop_lag import watch_loop_lag
 from .metrics import Metrics
-from .ops import CHANNEL_OPS, unsubscribe
+from .outage import watch_backplane_lifecycle
 from .pages import add_page_routes
-from .protocol import (
-    ClientFrame,
-    CloseCode,
-    ErrorCode,
-    ProtocolError,
-    encode,
-    error_frame,
-    parse_client_frame,
-)
-from .ratelimit import FloodGuard, Verdict
+from .protocol import CloseCode
 from .replica import ReplicaState
-from .service import ServiceContext, ServiceSpec
+from .service import CONTEXT, ServiceContext, ServiceSpec, StateT
+from .session import websocket_endpoint
 from .settings import Settings
 
-__all__ = ["CONTEXT", "build_app"]
+__all__ = ["CONTEXT", "build_app", "close_connections"]
 
 log = logging.getLogger(__name__)
 
-CONTEXT = web.AppKey("context", ServiceContext)
-
-# aiohttp refuses a frame as soon as its header announces more than its limit, then
-# closes the socket with the rest of the frame unread: the kernel answers with a reset,
-# and a proxy in between may drop our 1009 close frame with it. So aiohttp's limit is a
-# hard cap well above ours; frames between the two are read whole and closed cleanly.
-HARD_FRAME_LIMIT_FACTOR = 4
-
-# Frames a client may send per second (bursts of twice that) before `rate_limited`.
-FRAME_RATE = 50.0
-FRAME_BURST = 100
-
 
 def build_app(
-    settings: Settings, spec: ServiceSpec, backplane: Backplane | None = None
+    settings: Settings, spec: ServiceSpec[StateT], backplane: Backplane | None = None
 ) -> web.Application:
     """A pure factory: nothing starts until the app runs (tests call it directly)."""
     app = web.Application()
+    quiet_bad_http_requests()
     metrics = Metrics.create(spec.name)
     if backplane is None:
         backplane = open_backplane(
@@ -83,9 +66,10 @@ def build_app(
     add_page_routes(app, ctx)
     app.cleanup_ctx.append(_backplane_lifecycle)
     app.cleanup_ctx.append(_loop_lag_lifecycle)
-    app.on_shutdown.append(_close_connections)
+    app.cleanup_ctx.append(watch_backplane_lifecycle)
+    app.on_shutdown.append(_going_away)
     if spec.setup is not None:
-        spec.setup(app, ctx)
+        ctx.set_state(spec.setup(app, ctx))
     return app
 
 
@@ -102,123 +86,20 @@ async def _loop_lag_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-async def _close_connections(app: web.Application) -> None:
-    """Going away: every client is told to reconnect (to another replica) at once."""
-    connections = list(app[CONTEXT].replica.connections)
-    await asyncio.gather(
-        *(c.close(CloseCode.GOING_AWAY, "server going away") for c in connections),
-        return_exceptions=True,
-    )
+async def _going_away(app: web.Application) -> None:
+    """The drain's last step: every client is told to reconnect (to another replica) at
+    once, and each closing handshake completes before the replica stops."""
+    await close_connections(app[CONTEXT], CloseCode.GOING_AWAY, "server going away")
 
 
-def _refuse(ctx: ServiceContext, error: AuthError) -> web.HTTPException:
-    ctx.metrics.handshakes_refused.labels(ctx.spec.name, str(error.status)).inc()
-    cls = web.HTTPForbidden if error.status == 403 else web.HTTPUnauthorized
-    return cls(text=error.reason + "\n")
-
-
-async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    settings = ctx.settings
-    try:
-        check_origin(request.headers.get("Origin"), settings.allowed_origins)
-        user = verify_token(request.query.get("token"), settings.token_secret)
-    except AuthError as error:
-        raise _refuse(ctx, error) from None
-    ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_seconds,
-        max_msg_size=settings.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
-        compress=False,  # encode-once fan-out needs uncompressed frames
-        timeout=settings.close_timeout,
-    )
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:  # the client went away during the upgrade
-        return ws
-    conn = Connection(ws, transport, user, ctx.metrics, settings.outbound_queue_bytes)
-    ctx.replica.connections.add(conn)
-    ctx.metrics.connections.inc()
-    ctx.metrics.connections_accepted.inc()
-    log.info("connected", extra={"event": "connect", "conn": conn.id, "user": user})
-    hello = {
-        "op": "hello",
-        "node": settings.node_id,
-        "user": user,
-        "heartbeat": settings.heartbeat_seconds,
-        "service": ctx.spec.name,
-        "protocol": 1,
-    }
-    conn.send(encode(hello), "hello")
-    try:
-        if ctx.spec.on_connect is not None:
-            # The client hears `hello` only once the service has set it up (presence
-            # joined, automatic subscriptions made), so whatever it does next sees that.
-            conn.hold()
-            await ctx.spec.on_connect(ctx, conn)
-            conn.release()
-        await _read_frames(ctx, conn, ws)
-    finally:
-        await _disconnect(ctx, conn)
-    return ws
-
-
-async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketResponse) -> None:
-    ops = {**CHANNEL_OPS, **ctx.spec.ops}
-    guard = FloodGuard(FRAME_RATE, FRAME_BURST)
-    received = ctx.metrics.messages_received
-    async for message in ws:
-        if message.type is WSMsgType.BINARY:
-            await conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
-            return
-        if message.type is not WSMsgType.TEXT:
-            continue  # ERROR: aiohttp already closed with 1007/1009
-        if len(message.data) > ctx.settings.max_frame_bytes:
-            limit = ctx.settings.max_frame_bytes
-            await conn.close(CloseCode.MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
-            return
-        verdict = guard.check()
-        if verdict is Verdict.CLOSE:
-            await conn.close(CloseCode.RATE_LIMITED, "too many frames")
-            return
-        if verdict is Verdict.REFUSE:
-            conn.send(error_frame(ErrorCode.RATE_LIMITED, "slow down"), "error")
-            continue
-        frame: ClientFrame | None = None
-        try:
-            frame = parse_client_frame(message.data)
-            handler = ops.get(frame.op)
-            if handler is None:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {frame.op!r}", frame.id)
-            received.labels(ctx.spec.name, frame.op).inc()
-            await handler(ctx, conn, frame)
-        except ProtocolError as error:
-            conn.send(error_frame(error.code, error.message, error.frame_id), "error")
-        except BackplaneUnavailable:
-            ctx.metrics.backplane_errors.inc()
-            frame_id = frame.id if frame is not None else None
-            message_text = "backplane unavailable, try again"
-            conn.send(error_frame(ErrorCode.UNAVAILABLE, message_text, frame_id), "error")
-        except Exception:
-            log.exception("handler failed", extra={"event": "handler_error", "conn": conn.id})
-            await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
-            return
-
-
-async def _disconnect(ctx: ServiceContext, conn: Connection) -> None:
-    ctx.replica.connections.discard(conn)
-    ctx.replica.outbound_peak = max(ctx.replica.outbound_peak, conn.outbound_peak_bytes)
-    ctx.metrics.connections.dec()
-    for channel in list(conn.subscriptions):
-        with contextlib.suppress(Exception):
-            await unsubscribe(ctx, conn, channel)
-    if ctx.spec.on_disconnect is not None:
-        try:
-            await ctx.spec.on_disconnect(ctx, conn)
-        except Exception:
-            log.exception("disconnect hook failed", extra={"conn": conn.id})
-    code = conn.close_code or conn.ws.close_code or CloseCode.NORMAL
-    ctx.metrics.connections_closed.labels(ctx.spec.name, str(int(code))).inc()
-    log.info(
-        "disconnected",
-        extra={"event": "disconnect", "conn": conn.id, "user": conn.user, "code": int(code)},
-    )
+async def close_connections(ctx: ServiceContext, code: int, reason: str) -> None:
+    """Close every connection of the replica with ``code`` and wait until each session
+    has ended: the client answered the close frame, or ``close_timeout`` passed."""
+    connections = list(ctx.replica.connections)
+    if connections:
+        # each session ends by close_timeout (the transport is dropped then); the margin
+        # covers its bookkeeping (unsubscribing, the disconnect hook)
+        closing = [asyncio.create_task(c.close_and_wait(code, reason)) for c in connections]
+        _, late = await asyncio.wait(closing, timeout=ctx.settings.close_timeout + 1.0)
+        for task in late:
+            task.cancel()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -31,16 +30,22 @@ class Connection:
         user: str,
         metrics: Metrics,
         max_queue_bytes: int,
+        close_timeout: float = 2.0,
     ) -> None:
         self.id = secrets.token_hex(6)
         self.user = user
         self.ws = ws
         self.subscriptions: set[str] = set()
+        #: the code of the close frame the server sent (None: it has not closed)
         self.close_code: int | None = None
+        #: set once the session ended and its bookkeeping is done
+        self.ended = asyncio.Event()
         self._metrics = metrics
         self._sent_msg = metrics.messages_sent.labels(metrics.service, "msg")
+        self._transport = transport
         self._outbound = Outbound(transport, max_queue_bytes, self._slow_consumer)
-        self._closing: asyncio.Task[None] | None = None
+        self._close_timeout = close_timeout
+        self._abort: asyncio.TimerHandle | None = None
         # created on the first `pub` when the service limits publishing
         self.publish_guard: FloodGuard | None = None
 
@@ -77,20 +82,31 @@ class Connection:
             "slow consumer closed",
             extra={"event": "slow_consumer", "conn": self.id, "user": self.user},
         )
-        self.close_soon(CloseCode.SLOW_CONSUMER, "outbound queue full")
+        self.close(CloseCode.SLOW_CONSUMER, "outbound queue full")
 
-    def close_soon(self, code: int, reason: str) -> None:
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self.close(code, reason))
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake: write what is queued (unless the queue overflowed)
+        and a close frame with ``code``. The session ends when the client answers with its
+        own close frame, which completes the handshake, or after ``close_timeout`` when
+        the transport is dropped. Safe to call from any task, any number of times."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self._outbound.finish(code, reason.encode())
+        loop = asyncio.get_running_loop()
+        self._abort = loop.call_later(self._close_timeout, self._transport.close)
 
-    async def close(self, code: int, reason: str) -> None:
-        """Flush what is queued (unless the queue overflowed), then close with ``code``."""
-        self._outbound.release()
-        self._outbound.close()
-        if self.close_code is None:
-            self.close_code = code
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=reason.encode()[:120])
+    async def close_and_wait(self, code: int, reason: str) -> None:
+        """:meth:`close`, then wait until the session has ended (at most ``close_timeout``
+        and its bookkeeping). For other tasks: the drain, tests; never the session itself."""
+        self.close(code, reason)
+        await self.ended.wait()
+
+    def drop(self) -> None:
+        """End the TCP connection now (the closing handshake is over or abandoned)."""
+        if self._abort is not None:
+            self._abort.cancel()
+        self._transport.close()
 
 
 def publication_age(publication: Publication) -> float | None:

@@ -15,6 +15,9 @@ __all__ = ["ReplicaState"]
 class ReplicaState:
     node_id: str
     draining: bool = False
+    #: the backplane has been unreachable for longer than the grace period: clients were
+    #: closed with 1013 and new handshakes are refused (503) until it answers again
+    backplane_lost: bool = False
     connections: set[Connection] = field(default_factory=set)
     outbound_peak: int = 0  # the largest of closed connections
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .app import CONTEXT
-from .health import build_internal_app
+from .internal import build_internal_app
 from .logs import configure_logging
+from .service import CONTEXT
 from .settings import Settings, SettingsError
 
 __all__ = ["main", "serve"]

@@ -1,11 +1,12 @@
-"""What a service plugs into the kit: its channel rules, extra ops, hooks and routes."""
+"""What a service plugs into the kit (its channel rules, extra ops, hooks, routes and own
+state) and what the kit hands back to every handler (the :class:`ServiceContext`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 from aiohttp import web
 
@@ -19,9 +20,28 @@ if TYPE_CHECKING:
     from .replica import ReplicaState
     from .settings import Settings
 
-__all__ = ["ChannelPolicy", "OpHandler", "ServiceContext", "ServiceSpec"]
+__all__ = [
+    "CONTEXT",
+    "ChannelHook",
+    "ChannelPolicy",
+    "ConnectionHook",
+    "OpHandler",
+    "ServiceContext",
+    "ServiceSetup",
+    "ServiceSpec",
+]
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    # PEP 696 default (mypy only; Python 3.11's TypeVar has none): a bare
+    # ``ServiceContext`` in code that does not care about a service's state means
+    # ``ServiceContext[Any]``.
+    from typing_extensions import TypeVar
+
+    StateT = TypeVar("StateT", default=Any)
+else:
+    from typing import TypeVar
+
+    StateT = TypeVar("StateT")
 
 
 class ChannelPolicy:
@@ -50,45 +70,59 @@ class ChannelPolicy:
         return ProtocolError(code, message, frame.id)
 
 
-OpHandler = Callable[["ServiceContext", "Connection", ClientFrame], Awaitable[None]]
-ConnectionHook = Callable[["ServiceContext", "Connection"], Awaitable[None]]
-ChannelHook = Callable[["ServiceContext", "Connection", str], Awaitable[None]]
+OpHandler = Callable[["ServiceContext[StateT]", "Connection", ClientFrame], Awaitable[None]]
+ConnectionHook = Callable[["ServiceContext[StateT]", "Connection"], Awaitable[None]]
+ChannelHook = Callable[["ServiceContext[StateT]", "Connection", str], Awaitable[None]]
+#: adds routes (APIs) and cleanup contexts (background tasks) to the app and returns the
+#: service's own per-replica state (``ctx.state``)
+ServiceSetup = Callable[[web.Application, "ServiceContext[StateT]"], StateT]
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Generic[StateT]):
     name: str
     policy: ChannelPolicy = field(default_factory=ChannelPolicy)
-    ops: Mapping[str, OpHandler] = field(default_factory=dict)
-    on_connect: ConnectionHook | None = None
-    on_disconnect: ConnectionHook | None = None
+    ops: Mapping[str, OpHandler[StateT]] = field(default_factory=dict)
+    #: runs before the client's ``hello`` is written; a failure closes the connection with
+    #: 1013 (backplane unavailable) or 1011 (anything else)
+    on_connect: ConnectionHook[StateT] | None = None
+    on_disconnect: ConnectionHook[StateT] | None = None
     #: after a subscription is made / before it is removed (chat membership)
-    on_subscribe: ChannelHook | None = None
-    on_unsubscribe: ChannelHook | None = None
-    #: adds routes (APIs) and cleanup contexts (background tasks) to the app
-    setup: Callable[[web.Application, ServiceContext], None] | None = None
+    on_subscribe: ChannelHook[StateT] | None = None
+    on_unsubscribe: ChannelHook[StateT] | None = None
+    setup: ServiceSetup[StateT] | None = None
     #: folder with the service's web page (index.html)
     static_dir: Path | None = None
     #: serve the landing page at ``/`` too
     serves_landing: bool = False
 
 
-@dataclass
-class ServiceContext:
+_NO_STATE: Any = object()
+
+
+@dataclass(eq=False)
+class ServiceContext(Generic[StateT]):
     """Everything a handler may use; one per app (replica)."""
 
     settings: Settings
-    spec: ServiceSpec
+    spec: ServiceSpec[StateT]
     backplane: Backplane
     hub: ChannelHub
     metrics: Metrics
     replica: ReplicaState
-    extras: dict[str, Any] = field(default_factory=dict)
+    _state: Any = field(default=_NO_STATE, repr=False)
 
-    def extra(self, key: str, kind: type[T]) -> T:
-        """A service's own per-replica object (set up in ``spec.setup``), typed."""
-        found = self.extras[key]
-        if not isinstance(found, kind):
-            raise TypeError(f"extras[{key!r}] is {type(found).__name__}, not {kind.__name__}")
-        return found
+    @property
+    def state(self) -> StateT:
+        """The service's own per-replica object: what ``spec.setup`` returned."""
+        if self._state is _NO_STATE:
+            raise LookupError(f"{self.spec.name} has no state: ServiceSpec.setup returns it")
+        return cast(StateT, self._state)
+
+    def set_state(self, state: StateT) -> None:
+        self._state = state
+
+
+#: the app's :class:`ServiceContext` (``request.app[CONTEXT]``)
+CONTEXT = web.AppKey("context", ServiceContext)

@@ -40,6 +40,7 @@ class Settings:
     history_max_age_seconds: float = 0.0
     presence_ttl_seconds: float = 60.0
     ring_timeout_seconds: float = 30.0
+    backplane_grace_seconds: float = 5.0
     dev_login: bool = False
     api_key: str | None = None
     log_level: str = "INFO"
@@ -84,6 +85,9 @@ class Settings:
             ),
             ring_timeout_seconds=reader.number(
                 "WWWS_RING_TIMEOUT_SECONDS", cls.ring_timeout_seconds
+            ),
+            backplane_grace_seconds=reader.number(
+                "WWWS_BACKPLANE_GRACE_SECONDS", cls.backplane_grace_seconds
             ),
             dev_login=reader.flag("WWWS_DEV_LOGIN", cls.dev_login),
             api_key=reader.text("WWWS_API_KEY", "") or None,

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from services.kit.app import build_app
-from services.kit.auth import USER_PATTERN
-from services.kit.backplane import Backplane
-from services.kit.connection import Connection
-from services.kit.protocol import (
+from services.kit import (
+    USER_PATTERN,
+    ChannelPolicy,
     ClientFrame,
+    Connection,
     ErrorCode,
     ProtocolError,
+    ServiceContext,
+    ServiceSpec,
+    Settings,
+    build_app,
     encode,
     require_str_list,
 )
+from services.kit.backplane import Backplane
 from services.kit.roster import Roster, add_roster
-from services.kit.service import ChannelPolicy, ServiceContext, ServiceSpec
-from services.kit.settings import Settings
 
 from .calls import CallDesk
 
@@ -30,12 +33,21 @@ MAX_WATCHED = 200
 ONLINE = "online"  # the roster group of every connected user
 # Not a valid client channel name ('#'), so no client can subscribe or publish to it.
 EVENTS_CHANNEL = "#presence"
-ROSTER = "roster"
-DESK = "calls"
 
 
-def roster(ctx: ServiceContext) -> Roster:
-    return ctx.extra(ROSTER, Roster)
+@dataclass(frozen=True)
+class Telephony:
+    """The service's own per-replica state (``ctx.state``)."""
+
+    roster: Roster  # who is online, and who watches whom
+    desk: CallDesk  # the calls
+
+
+Context = ServiceContext[Telephony]
+
+
+def roster(ctx: Context) -> Roster:
+    return ctx.state.roster
 
 
 def _users(frame: ClientFrame) -> list[str]:
@@ -54,7 +66,7 @@ def send_presence(conn: Connection, group: str, user: str, present: bool) -> Non
     conn.send(encode({"op": "presence", "user": user, "status": _status(present)}), "presence")
 
 
-async def op_watch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+async def op_watch(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
     state = await roster(ctx).listen_users(ONLINE, users, conn)
     reply = {
@@ -66,42 +78,42 @@ async def op_watch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) ->
     roster(ctx).activate(conn)
 
 
-async def op_unwatch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+async def op_unwatch(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
     roster(ctx).unlisten_users(ONLINE, users, conn)
     conn.send(encode({"op": "unwatched", "id": frame.id, "users": users}), "unwatched")
 
 
-def desk(ctx: ServiceContext) -> CallDesk:
-    return ctx.extra(DESK, CallDesk)
+def desk(ctx: Context) -> CallDesk:
+    return ctx.state.desk
 
 
-async def op_call(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+async def op_call(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     await desk(ctx).call(conn, frame)
 
 
-async def op_answer(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+async def op_answer(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     await desk(ctx).answer(conn, frame)
 
 
-async def op_reject(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+async def op_reject(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     await desk(ctx).reject(conn, frame)
 
 
-async def op_hangup(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+async def op_hangup(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     await desk(ctx).hangup(conn, frame)
 
 
-async def op_signal(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+async def op_signal(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     await desk(ctx).signal(conn, frame)
 
 
-async def on_connect(ctx: ServiceContext, conn: Connection) -> None:
+async def on_connect(ctx: Context, conn: Connection) -> None:
     await desk(ctx).connected(conn)
     await roster(ctx).join(ONLINE, conn)
 
 
-async def on_disconnect(ctx: ServiceContext, conn: Connection) -> None:
+async def on_disconnect(ctx: Context, conn: Connection) -> None:
     await desk(ctx).disconnected(conn)
     roster(ctx).drop(conn)
     await roster(ctx).leave(ONLINE, conn)
@@ -119,12 +131,14 @@ class NoChannels(ChannelPolicy):
         raise self.refuse(frame, ErrorCode.NOT_FOUND, "telephony has no channels")
 
 
-def setup(app: web.Application, ctx: ServiceContext) -> None:
-    ctx.extras[ROSTER] = add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence)
-    ctx.extras[DESK] = CallDesk(ctx, ctx.settings.ring_timeout_seconds)
+def setup(app: web.Application, ctx: Context) -> Telephony:
+    return Telephony(
+        roster=add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence),
+        desk=CallDesk(ctx, ctx.settings.ring_timeout_seconds),
+    )
 
 
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[Telephony] = ServiceSpec(
     name="telephony",
     policy=NoChannels(),
     ops={

@@ -1,4 +1,4 @@
-from services.kit.server import main
+from services.kit import main
 from services.ticker.app import create_app
 
 main("ticker", create_app)

@@ -9,13 +9,19 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from services.kit.app import build_app
-from services.kit.backplane import Backplane, BackplaneUnavailable
-from services.kit.connection import Connection
-from services.kit.ops import subscribe
-from services.kit.protocol import CHANNEL_PATTERN
-from services.kit.service import ServiceContext, ServiceSpec
-from services.kit.settings import Settings
+from services.kit import (
+    CHANNEL_PATTERN,
+    MAX_JSON_DEPTH,
+    BackplaneUnavailable,
+    Connection,
+    ServiceContext,
+    ServiceSpec,
+    Settings,
+    build_app,
+    load_json,
+    subscribe,
+)
+from services.kit.backplane import Backplane
 
 from .channels import SYMBOL_PATTERN, TickerChannels, personal_channel
 
@@ -29,7 +35,7 @@ async def subscribe_personal_channel(ctx: ServiceContext, conn: Connection) -> N
     await subscribe(ctx, conn, personal_channel(conn.user), None, None)
 
 
-def add_publish_api(app: web.Application, ctx: ServiceContext) -> None:
+def add_publish_api(app: web.Application, ctx: ServiceContext[None]) -> None:
     async def publish(request: web.Request) -> web.Response:
         key = ctx.settings.api_key
         if key is None:
@@ -38,9 +44,11 @@ def add_publish_api(app: web.Application, ctx: ServiceContext) -> None:
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise web.HTTPUnauthorized(text="bad or missing bearer API key\n")
         try:
-            body = await request.json(loads=orjson.loads)
-        except ValueError:
-            raise web.HTTPBadRequest(text="body must be JSON\n") from None
+            body = await request.json(loads=load_json)
+        except ValueError:  # malformed, or nested too deep to store (JsonTooDeep)
+            raise web.HTTPBadRequest(
+                text=f"body must be JSON nested at most {MAX_JSON_DEPTH} levels\n"
+            ) from None
         channel = _target(body)
         data = body["data"]
         if not isinstance(data, dict):
@@ -71,7 +79,7 @@ def _target(body: object) -> str:
     raise web.HTTPBadRequest(text="give exactly one of a valid user or symbol channel\n")
 
 
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[None] = ServiceSpec(
     name="ticker",
     policy=TickerChannels(),
     on_connect=subscribe_personal_channel,

@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 
 from services.kit.backplane import Backplane, BackplaneUnavailable, open_backplane
-from services.kit.health import build_internal_app
 from services.kit.hub import ChannelHub
+from services.kit.internal import build_internal_app
 from services.kit.logs import configure_logging
 from services.kit.metrics import Metrics
 from services.kit.replica import ReplicaState

@@ -118,7 +118,7 @@ def test_resumes_after_the_server_drops_the_socket(
         await hub.unsubscribe(conn, room)
         data = {"text": "said while you were away", "user": "bob", "ts": time.time() * 1000}
         await hub.publish(room, orjson.dumps(data))
-        await conn.close(1001, "server going away")
+        await conn.close_and_wait(1001, "server going away")
 
     stack.run(drop_while_bob_talks())
     notice = alice.get_by_test_id("notice")
@@ -141,7 +141,7 @@ def test_does_not_reconnect_after_a_4000_range_close(pages: Pages, stack: Stack)
     room = f"room-{secrets.token_hex(3)}"
     alice = join(pages, stack, "carol", room)
     [conn] = connections(stack, "carol")
-    stack.run(conn.close(4003, "forbidden"))
+    stack.run(conn.close_and_wait(4003, "forbidden"))
     expect(alice.get_by_test_id("status")).to_have_text("closed")
     expect(alice.get_by_test_id("notice")).to_contain_text("Disconnected (4003")
     alice.wait_for_timeout(700)  # long enough for a (wrong) reconnect to show up

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import aiohttp
 import pytest
 from helpers import collect_msgs, receive_close, receive_op
@@ -118,3 +121,24 @@ async def test_flood_gets_rate_limited_then_4129(replicas):
     assert "rate_limited" in codes
     assert ws.close_code == 4129
     await _bystander_still_works(client, bystander)
+
+
+async def test_requests_with_huge_urls_log_one_short_line_each_at_most(replicas, caplog):
+    """Anyone can send these without a token: aiohttp's ERROR traceback per request would
+    let them fill the replica's logs."""
+    client = await replicas.start(create_app, "chat")
+    caplog.set_level(logging.DEBUG)
+    for _ in range(15):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"GET /chat/ws?token=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        status_line = await reader.readline()
+        assert b" 400 " in status_line, status_line
+        writer.close()
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) <= 10  # rate-limited (the limit is per process: maybe none left)
+    for record in records:
+        assert record.levelno == logging.WARNING and record.exc_info is None
+        assert len(record.getMessage()) < 100
+    # the server still serves
+    ws = await connect(client, "chat")
+    await ws.close()

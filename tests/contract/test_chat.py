@@ -11,6 +11,7 @@ from helpers import collect_msgs, receive_close, receive_op
 from replicas import connect
 
 from services.chat.app import create_app
+from services.kit import CONTEXT
 
 
 async def join(ws, room, id_=1, since=None):
@@ -175,9 +176,7 @@ async def test_members_of_a_dead_replica_leave_after_the_ttl(replicas):
     await join(bob, "lobby")
     assert (await receive_op(alice, "join"))["user"] == "bob"
     # replica two stops refreshing, as if it died
-    two.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT].extras[
-        "membership"
-    ]._local.clear()
+    two.app[CONTEXT].state._local.clear()
     assert await receive_op(alice, "leave", timeout=5) == {
         "op": "leave",
         "ch": "lobby",

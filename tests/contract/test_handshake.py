@@ -8,7 +8,7 @@ from helpers import SECRET, receive_op
 from replicas import connect, token
 
 from services.chat.app import create_app
-from services.kit.auth import mint_token
+from services.kit import CONTEXT, mint_token
 
 
 async def test_valid_token_gets_hello(replicas):
@@ -62,6 +62,6 @@ async def test_refusals_are_counted(replicas):
     client = await replicas.start(create_app, "chat")
     with pytest.raises(aiohttp.WSServerHandshakeError):
         await client.ws_connect("/chat/ws")
-    ctx = client.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT]
-    value = ctx.metrics.handshakes_refused.labels("chat", "401")._value.get()
-    assert value == 1
+    ctx = client.app[CONTEXT]
+    refused = {"service": "chat", "status": "401"}
+    assert ctx.metrics.registry.get_sample_value("wwws_handshakes_refused_total", refused) == 1

@@ -7,6 +7,7 @@ import asyncio
 from helpers import receive_op
 from replicas import connect
 
+from services.kit import CONTEXT
 from services.telephony.app import create_app
 
 
@@ -54,8 +55,7 @@ async def test_dead_replica_users_expire(replicas):
     await connect(two, "telephony", "bob")
     assert (await receive_op(alice, "presence"))["status"] == "online"
     # Replica two dies without cleaning up: stop its refresh loop, then wait for expiry.
-    tracker = two.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT]
-    tracker.extras["roster"]._local.clear()
+    two.app[CONTEXT].state.roster._local.clear()
     event = await asyncio.wait_for(receive_op(alice, "presence", timeout=5), 5)
     assert event["status"] == "offline"
 

@@ -100,7 +100,7 @@ async def op_pub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> N
             conn.publish_guard = FloodGuard(*policy.publish_rate)
         verdict = conn.publish_guard.check()
         if verdict is Verdict.CLOSE:
-            conn.close_soon(CloseCode.RATE_LIMITED, "publishing too fast")
+            conn.close(CloseCode.RATE_LIMITED, "publishing too fast")
             return
         if verdict is Verdict.REFUSE:
             rate, burst = policy.publish_rate

@@ -1,4 +1,4 @@
-"""The internal app (never routed by Traefik): liveness, readiness, metrics."""
+"""The internal listener's app (never routed by Traefik): liveness, readiness, metrics."""
 
 from __future__ import annotations
 

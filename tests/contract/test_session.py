@@ -1,0 +1,204 @@
+"""One connection's life on a replica: the connect hook's failures, the closing
+handshake (drain), close-code labels, and the raw writer sharing the socket with aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+from helpers import eventually, receive_close, receive_op
+from partition import Partition
+from replicas import connect, make_settings, token
+
+from services.chat.app import create_app as create_chat
+from services.kit import (
+    CONTEXT,
+    BackplaneUnavailable,
+    Connection,
+    ServiceContext,
+    ServiceSpec,
+    build_app,
+)
+from services.kit.app import close_connections
+from services.kit.backplane import MemoryBackplane, RedisBackplane
+from services.kit.client import Client
+from services.ticker.app import create_app as create_ticker
+
+
+def spec_failing_with(error: Exception) -> ServiceSpec[None]:
+    async def on_connect(ctx: ServiceContext[None], conn: Connection) -> None:
+        raise error
+
+    return ServiceSpec(name="failing", on_connect=on_connect)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(BackplaneUnavailable("redis is restarting"), 1013), (RuntimeError("bug"), 1011)],
+    ids=["backplane-unavailable", "anything-else"],
+)
+async def test_a_failing_connect_hook_closes_with_a_code(aiohttp_client, caplog, error, code):
+    app = build_app(make_settings("failing"), spec_failing_with(error), MemoryBackplane())
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/failing/ws", params={"token": token("alice")})
+    message = await ws.receive(timeout=5)  # no hello: the connection was never set up
+    assert message.type is aiohttp.WSMsgType.CLOSE and message.data == code
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "connect_failed"]
+    assert len(failures) == 1
+    assert failures[0].exc_info is None  # one line, no traceback
+    assert client.app[CONTEXT].replica.connections == set()
+
+
+@pytest.mark.redis
+async def test_ticker_connect_with_redis_unreachable_is_1013(aiohttp_client, redis_url):
+    async with Partition(redis_url) as partition:
+        # grace off: the handshake is accepted and the connect hook meets the outage
+        settings = make_settings("ticker", backplane_grace_seconds=0)
+        client = await aiohttp_client(create_ticker(settings, RedisBackplane(partition.url)))
+        ws = await connect(client, "ticker")
+        await receive_op(ws, "subscribed")  # the personal channel, while Redis answers
+        await ws.close()
+        partition.cut()
+        ws = await client.ws_connect("/ticker/ws", params={"token": token("alice")})
+        assert await receive_close(ws) == 1013
+        partition.heal()
+        ws = await eventually(lambda: _subscribed_on_connect(client), what="reconnect works")
+        await ws.close()
+
+
+async def _subscribed_on_connect(client):
+    """A ticker connection that got its hello (only sent once the connect hook worked)."""
+    ws = await client.ws_connect("/ticker/ws", params={"token": token("alice")})
+    message = await ws.receive(timeout=5)
+    if message.type is aiohttp.WSMsgType.TEXT and message.json()["op"] == "hello":
+        return ws
+    await ws.close()
+    return None
+
+
+@pytest.mark.redis
+async def test_clients_of_a_replica_cut_off_from_redis_are_moved_with_1013(
+    aiohttp_client, redis_url
+):
+    async with Partition(redis_url) as partition:
+        settings = make_settings("chat", backplane_grace_seconds=0.3)
+        client = await aiohttp_client(create_chat(settings, RedisBackplane(partition.url)))
+        alice = await connect(client, "chat", "alice")
+        bob = await connect(client, "chat", "bob")
+        partition.cut()
+        assert await receive_close(alice) == 1013
+        assert await receive_close(bob) == 1013
+        ctx = client.app[CONTEXT]
+
+        async def refused() -> bool:
+            try:
+                ws = await client.ws_connect("/chat/ws", params={"token": token("carol")})
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status == 503
+            await ws.close()
+            return False
+
+        assert await eventually(refused, what="handshakes refused while Redis is away")
+        partition.heal()
+        await eventually(lambda: not ctx.replica.backplane_lost, what="backplane back")
+        carol = await connect(client, "chat", "carol")
+        await carol.close()
+
+
+async def test_drain_completes_the_closing_handshake(replicas):
+    server = await replicas.start(create_chat, "chat")
+    sockets = [await connect(server, "chat", f"user{i}") for i in range(5)]
+    readers = [asyncio.ensure_future(ws.receive()) for ws in sockets]
+    await asyncio.sleep(0)  # every session waits for a frame, as an idle one does
+    await close_connections(server.app[CONTEXT], 1001, "server going away")
+    for ws, reader in zip(sockets, readers, strict=True):
+        message = await asyncio.wait_for(reader, 5)
+        assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 1001
+        # the client's reply reached the server before the server dropped the socket
+        assert ws.close_code == 1001
+    # close_connections returned only once every session had ended and been counted
+    registry = server.app[CONTEXT].metrics.registry
+    closed = {"service": "chat", "code": "1001"}
+    assert registry.get_sample_value("wwws_connections_closed_total", closed) == 5
+
+
+async def test_every_client_of_a_drained_replica_reconnects_at_once(replicas):
+    server = await replicas.start(create_chat, "chat")
+    url = str(server.make_url("/chat/ws")).replace("http://", "ws://")
+    # A backoff of up to 1000 s: reconnecting within the test means "at once" (1001).
+    clients = [
+        Client(url, token(f"user{i}"), backoff_base=1000.0, backoff_cap=1000.0) for i in range(5)
+    ]
+    for client in clients:
+        await client.start()
+    try:
+        await server.app.shutdown()  # the drain's last step: 1001 to everyone
+        for client in clients:
+            await eventually(lambda c=client: c.reconnects == 1, what="a reconnect")
+            await client.wait_connected(within=5)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_client_chosen_close_codes_are_bucketed(replicas):
+    server = await replicas.start(create_chat, "chat")
+    for code in (3001, 3999, 4321, 4999, 4001, 1000):
+        ws = await connect(server, "chat")
+        await ws.close(code=code)
+    metrics = server.app[CONTEXT].metrics
+
+    def labels() -> set[str]:
+        return {
+            sample.labels["code"]
+            for family in metrics.registry.collect()
+            if family.name == "wwws_connections_closed"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+
+    assert await eventually(lambda: labels() == {"3xxx", "4xxx", "4001", "1000"}, what="labels")
+
+
+async def test_data_nested_deeper_than_the_limit_is_a_bad_request(replicas):
+    server = await replicas.start(create_chat, "chat")
+    ws = await connect(server, "chat")
+    await ws.send_json({"op": "sub", "id": 1, "ch": "lobby"})
+    await receive_op(ws, "subscribed")
+    deep = "[" * 300 + "]" * 300
+    await ws.send_str('{"op":"pub","id":2,"ch":"lobby","data":{"text":"x","deep":' + deep + "}}")
+    error = await receive_op(ws, "error")
+    assert error["code"] == "bad_request" and "nested deeper than 32" in error["message"]
+    await ws.send_json({"op": "pub", "id": 3, "ch": "lobby", "data": {"text": "still open"}})
+    assert (await receive_op(ws, "ack"))["id"] == 3
+
+
+async def test_pongs_never_interleave_with_the_raw_frames(replicas):
+    """aiohttp answers pings on the same socket the outbound queue writes to."""
+    server = await replicas.start(create_chat, "chat")
+    reader = await connect(server, "chat", "reader", autoping=False)
+    await reader.send_json({"op": "sub", "id": 1, "ch": "lobby"})
+    await receive_op(reader, "subscribed")
+    writer = await connect(server, "chat", "writer")
+    await writer.send_json({"op": "sub", "id": 1, "ch": "lobby"})
+    await receive_op(writer, "subscribed")
+    text = "y" * 1500
+    for i in range(20):
+        await reader.ping(str(i).encode())
+        await writer.send_str(
+            orjson.dumps({"op": "pub", "ch": "lobby", "data": {"text": text}}).decode()
+        )
+    pongs, msgs = [], []
+    while len(pongs) < 20 or sum(m["op"] == "msg" for m in msgs) < 20:
+        message = await reader.receive(timeout=5)
+        if message.type is aiohttp.WSMsgType.PONG:
+            pongs.append(message.data)
+        else:
+            assert message.type is aiohttp.WSMsgType.TEXT, message
+            msgs.append(orjson.loads(message.data))
+    assert pongs == [str(i).encode() for i in range(20)]
+    assert [m["offset"] for m in msgs if m["op"] == "msg"] == list(range(1, 21))
+    assert {m["op"] for m in msgs} <= {"msg", "join"}
+    assert all(m["data"]["text"] == text for m in msgs if m["op"] == "msg")
