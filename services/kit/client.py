@@ -91,6 +91,7 @@ class Client:
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self.stopped_with: int | None = None
+        self._close_frame_code: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -243,10 +244,22 @@ class Client:
             for future in self._state.pending.values():
                 if not future.done():
                     future.set_exception(ConnectionError("connection lost"))
+        # The code of the close frame the server sent, when one arrived: aiohttp's
+        # ``ws.close_code`` turns into 1006 when the server's socket is gone by the time
+        # our reply is written, and 1006 would mean a backoff instead of a prompt move.
+        if self._close_frame_code is not None:
+            return self._close_frame_code
         return ws.close_code
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for message in ws:
+        self._close_frame_code = None
+        while True:
+            message = await ws.receive()
+            if message.type is aiohttp.WSMsgType.CLOSE:
+                self._close_frame_code = int(message.data)
+                return
+            if message.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                return
             if message.type is not aiohttp.WSMsgType.TEXT:
                 continue
             frame = message.json()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import web
+from helpers import eventually
 from replicas import token
 
 from services.chat.app import create_app
-from services.kit.app import CONTEXT
+from services.kit import CONTEXT
 from services.kit.client import Client, ClientError
+from services.kit.outbound import close_frame, text_frame
+from services.kit.protocol import encode
 
 
 def ws_url(client) -> str:
@@ -25,11 +29,12 @@ async def test_client_resumes_after_its_connection_drops(replicas):
             acked = [await writer.publish("lobby", {"text": f"m{i}"}) for i in range(5)]
             for conn in list(server.app[CONTEXT].replica.connections):
                 if conn.user == "reader":
-                    await conn.close(1011, "simulated crash")
+                    conn.close(1011, "simulated crash")
             acked += [await writer.publish("lobby", {"text": f"m{i}"}) for i in range(5, 10)]
             got: list[int] = []
+            messages = reader.messages()
             while len(got) < 10:
-                _channel, offset, _data = await asyncio.wait_for(reader._inbox.get(), 10)
+                _channel, offset, _data = await asyncio.wait_for(messages.__anext__(), 10)
                 got.append(offset)
             assert got == acked == list(range(1, 11))
             assert reader.reconnects >= 1 and reader.gaps == []
@@ -45,9 +50,36 @@ async def test_client_stops_on_4xxx_and_reports_errors(replicas):
         else:
             raise AssertionError("expected forbidden")
         for conn in list(server.app[CONTEXT].replica.connections):
-            await conn.close(4003, "go away")
-        for _ in range(100):
-            if client.stopped_with is not None:
-                break
-            await asyncio.sleep(0.02)
+            conn.close(4003, "go away")
+        await eventually(lambda: client.stopped_with is not None, what="the client stops")
         assert client.stopped_with == 4003
+
+
+async def test_client_trusts_the_close_frame_when_the_socket_is_gone_first(aiohttp_client):
+    """A server (or proxy) that drops TCP right behind its 1001 close frame: aiohttp's
+    ``ws.close_code`` then reads 1006, but the frame said "reconnect at once"."""
+    handshakes = 0
+
+    async def drop_after_close_frame(request: web.Request) -> web.StreamResponse:
+        nonlocal handshakes
+        handshakes += 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        assert request.transport is not None
+        hello = text_frame(encode({"op": "hello", "node": "n", "user": "u", "heartbeat": 25}))
+        if handshakes == 1:
+            request.transport.write(hello + close_frame(1001, b"server going away"))
+            request.transport.close()
+            return ws
+        request.transport.write(hello)
+        async for _ in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", drop_after_close_frame)
+    server = await aiohttp_client(app)
+    url = str(server.make_url("/ws")).replace("http://", "ws://")
+    # With a backoff of up to 1000 s, a second handshake within the test is "at once".
+    async with Client(url, token("alice"), backoff_base=1000.0, backoff_cap=1000.0):
+        await eventually(lambda: handshakes == 2, timeout=5.0, what="an immediate reconnect")
