@@ -89,3 +89,15 @@ async def test_publish_api_notifies_a_user(replicas):
         headers={"Authorization": f"Bearer {API_KEY}"},
     )
     assert bad.status == 400
+
+
+async def test_publish_api_refuses_data_nested_too_deep_with_400(replicas):
+    client = await replicas.start(create_app, "ticker", api_key=API_KEY)
+    deep = "[" * 300 + "]" * 300  # orjson parses it but could not serialise it again
+    response = await client.post(
+        "/ticker/api/publish",
+        data='{"user": "alice", "data": {"deep": ' + deep + "}}",
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status == 400
+    assert "nested at most 32 levels" in await response.text()
