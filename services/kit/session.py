@@ -156,15 +156,13 @@ async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketR
             if message.type in _ENDS:
                 return
             continue  # the server closed: data before the client's close frame is dropped
-        if message.type is WSMsgType.TEXT:
-            pass
-        elif message.type is WSMsgType.BINARY:
+        if message.type in _ENDS:
+            # the client closed (answered after the loop), the socket is gone, or aiohttp
+            # refused a frame (ERROR: it closed with 1007/1009 itself)
+            return
+        if message.type is not WSMsgType.TEXT:
             conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
             continue
-        elif message.type in _ENDS:
-            return  # the client closed (answered after the loop), or the socket is gone
-        else:
-            continue  # ERROR: aiohttp already closed with 1007/1009
         if len(message.data) > max_frame_bytes:
             conn.close(CloseCode.MESSAGE_TOO_BIG, f"frames are limited to {max_frame_bytes} bytes")
             continue
