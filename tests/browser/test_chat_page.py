@@ -153,7 +153,7 @@ def test_reconnects_with_backoff_after_a_4100_range_close(pages: Pages, stack: S
     room = f"room-{secrets.token_hex(3)}"
     dave = join(pages, stack, "dave", room)
     [conn] = connections(stack, "dave")
-    stack.run(conn.close(4108, "outbound queue full"))
+    stack.run(conn.close_and_wait(4108, "outbound queue full"))
     # Full jitter: the first retry comes within 0.5 s (the first backoff ceiling).
     expect(dave.get_by_test_id("notice")).to_contain_text("resumed")
     expect(dave.get_by_test_id("status")).to_have_text("open")

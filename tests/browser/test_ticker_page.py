@@ -90,7 +90,7 @@ def test_missed_notifications_arrive_after_a_reconnect(pages: Pages, stack: Stac
     async def drop() -> None:
         await hub.unsubscribe(conn, "user:erin")
         await hub.publish("user:erin", orjson.dumps({"text": "two", "ts": 1}))
-        await conn.close(1001, "server going away")
+        await conn.close_and_wait(1001, "server going away")
 
     stack.run(drop())
     texts = page.get_by_test_id("notification").locator("span")
@@ -112,7 +112,7 @@ def test_more_missed_than_the_window_are_fetched_with_since(pages: Pages, stack:
         await hub.unsubscribe(conn, "user:ivan")
         for n in range(2, 27):
             await hub.publish("user:ivan", orjson.dumps({"text": f"note {n}", "ts": 1}))
-        await conn.close(1001, "server going away")
+        await conn.close_and_wait(1001, "server going away")
 
     stack.run(drop())
     texts = page.get_by_test_id("notification").locator("span")
