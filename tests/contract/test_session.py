@@ -24,6 +24,7 @@ from services.kit import (
 from services.kit.app import close_connections
 from services.kit.backplane import MemoryBackplane, RedisBackplane
 from services.kit.client import Client
+from services.telephony.app import create_app as create_telephony
 from services.ticker.app import create_app as create_ticker
 
 
@@ -202,3 +203,21 @@ async def test_pongs_never_interleave_with_the_raw_frames(replicas):
     assert [m["offset"] for m in msgs if m["op"] == "msg"] == list(range(1, 21))
     assert {m["op"] for m in msgs} <= {"msg", "join"}
     assert all(m["data"]["text"] == text for m in msgs if m["op"] == "msg")
+
+
+async def test_a_signal_nested_300_deep_is_refused_and_the_call_goes_on(replicas):
+    """The reported case: orjson parsed it, relaying it failed to serialise (1011)."""
+    server = await replicas.start(create_telephony, "telephony")
+    alice = await connect(server, "telephony", "alice")
+    bob = await connect(server, "telephony", "bob")
+    await alice.send_json({"op": "call", "id": 1, "to": "bob"})
+    call_id = (await receive_op(alice, "ringing"))["call_id"]
+    await receive_op(bob, "incoming")
+    await bob.send_json({"op": "answer", "call_id": call_id})
+    await receive_op(alice, "answered")
+    deep = "[" * 300 + "]" * 300
+    await alice.send_str(f'{{"op":"signal","call_id":"{call_id}","data":{{"x":{deep}}}}}')
+    error = await receive_op(alice, "error")
+    assert error["code"] == "bad_request" and "nested deeper than 32" in error["message"]
+    await alice.send_json({"op": "signal", "call_id": call_id, "data": {"type": "offer"}})
+    assert (await receive_op(bob, "signal"))["data"] == {"type": "offer"}
