@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +19,35 @@ from services.kit.protocol import (
     ErrorCode,
     ProtocolError,
     encode,
+    require_str,
     require_str_list,
 )
 from services.kit.roster import Roster, add_roster
 from services.kit.service import ChannelPolicy, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
 
+from .blocks import TooManyBlocked
 from .calls import CallDesk
+from .limits import TelephonyLimits
+from .watching import WatchBudget
 
 __all__ = ["create_app"]
 
-MAX_WATCHED = 200
+MAX_WATCHED = 200  # per frame; the total per connection is a limit (WWWS_MAX_WATCHED_USERS)
 ONLINE = "online"  # the roster group of every connected user
 # Not a valid client channel name ('#'), so no client can subscribe or publish to it.
 EVENTS_CHANNEL = "#presence"
 ROSTER = "roster"
 DESK = "calls"
+WATCHING = "watching"
 
 
 def roster(ctx: ServiceContext) -> Roster:
     return ctx.extra(ROSTER, Roster)
+
+
+def watching(ctx: ServiceContext) -> WatchBudget:
+    return ctx.extra(WATCHING, WatchBudget)
 
 
 def _users(frame: ClientFrame) -> list[str]:
@@ -56,6 +68,7 @@ def send_presence(conn: Connection, group: str, user: str, present: bool) -> Non
 
 async def op_watch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
+    watching(ctx).admit(conn, users, frame.id)
     state = await roster(ctx).listen_users(ONLINE, users, conn)
     reply = {
         "op": "presence_state",
@@ -69,6 +82,7 @@ async def op_watch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) ->
 async def op_unwatch(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
     roster(ctx).unlisten_users(ONLINE, users, conn)
+    watching(ctx).release(conn, users)
     conn.send(encode({"op": "unwatched", "id": frame.id, "users": users}), "unwatched")
 
 
@@ -96,6 +110,37 @@ async def op_signal(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -
     await desk(ctx).signal(conn, frame)
 
 
+def _user(frame: ClientFrame) -> str:
+    user = require_str(frame, "user", 64)
+    if not USER_PATTERN.fullmatch(user):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid user id: {user!r}", frame.id)
+    return user
+
+
+async def _change_blocks(
+    ctx: ServiceContext, conn: Connection, frame: ClientFrame, blocking: bool
+) -> None:
+    user = _user(frame)
+    try:
+        if blocking:
+            users = await desk(ctx).blocks.change(conn.user, block=user, unblock=None)
+        else:
+            users = await desk(ctx).blocks.change(conn.user, block=None, unblock=user)
+    except TooManyBlocked as exc:
+        raise ProtocolError(ErrorCode.TOO_LARGE, str(exc), frame.id) from exc
+    except TimeoutError as exc:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc), frame.id) from exc
+    conn.send(encode({"op": "blocked", "id": frame.id, "users": users}), "blocked")
+
+
+async def op_block(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    await _change_blocks(ctx, conn, frame, blocking=True)
+
+
+async def op_unblock(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    await _change_blocks(ctx, conn, frame, blocking=False)
+
+
 async def on_connect(ctx: ServiceContext, conn: Connection) -> None:
     await desk(ctx).connected(conn)
     await roster(ctx).join(ONLINE, conn)
@@ -104,6 +149,7 @@ async def on_connect(ctx: ServiceContext, conn: Connection) -> None:
 async def on_disconnect(ctx: ServiceContext, conn: Connection) -> None:
     await desk(ctx).disconnected(conn)
     roster(ctx).drop(conn)
+    watching(ctx).drop(conn)
     await roster(ctx).leave(ONLINE, conn)
 
 
@@ -119,9 +165,16 @@ class NoChannels(ChannelPolicy):
         raise self.refuse(frame, ErrorCode.NOT_FOUND, "telephony has no channels")
 
 
-def setup(app: web.Application, ctx: ServiceContext) -> None:
+def setup(app: web.Application, ctx: ServiceContext, limits: TelephonyLimits) -> None:
     ctx.extras[ROSTER] = add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence)
-    ctx.extras[DESK] = CallDesk(ctx, ctx.settings.ring_timeout_seconds)
+    ctx.extras[WATCHING] = WatchBudget(limits.max_watched_users)
+    calls = ctx.extras[DESK] = CallDesk(ctx, limits)
+
+    async def keep_leases(_: web.Application) -> AsyncIterator[None]:
+        async for state in calls.lifecycle():
+            yield state
+
+    app.cleanup_ctx.append(keep_leases)
 
 
 SPEC = ServiceSpec(
@@ -135,13 +188,24 @@ SPEC = ServiceSpec(
         "reject": op_reject,
         "hangup": op_hangup,
         "signal": op_signal,
+        "block": op_block,
+        "unblock": op_unblock,
     },
     on_connect=on_connect,
     on_disconnect=on_disconnect,
-    setup=setup,
     static_dir=Path(__file__).parent / "static",
 )
 
 
-def create_app(settings: Settings, backplane: Backplane | None = None) -> web.Application:
-    return build_app(settings, SPEC, backplane)
+def create_app(
+    settings: Settings,
+    backplane: Backplane | None = None,
+    limits: TelephonyLimits | None = None,
+) -> web.Application:
+    """The telephony app; ``limits`` default to the environment's (WWWS_* variables)."""
+    chosen = TelephonyLimits.from_env(os.environ) if limits is None else limits
+
+    def setup_with_limits(app: web.Application, ctx: ServiceContext) -> None:
+        setup(app, ctx, chosen)
+
+    return build_app(settings, dataclasses.replace(SPEC, setup=setup_with_limits), backplane)
