@@ -327,22 +327,27 @@ class CallDesk:
         self, call_id: str, by: str, by_conn: str | None, reason: str, expect: set[str]
     ) -> bool:
         """End a call on behalf of user ``by`` (from connection ``by_conn``, if any): the
-        other party hears ``ended``, and so do ``by``'s other devices."""
+        other party hears ``ended``, and so does ``by``'s device that had the call."""
         record = await self.ctx.backplane.record_get(f"call:{call_id}")
         if record is None:
             return False
         ended = await self._settle(call_id, record, expect, {"state": "ended", "reason": reason})
         if ended is None:
             return False
-        if record["state"] == "ringing" and by == record["caller"]:
-            reason = "cancelled"
+        if by_conn is not None and record["state"] == "ringing" and by == record["caller"]:
+            reason = "cancelled"  # the caller gave up (a lost replica stays "disconnected")
         frame = {"op": "ended", "call_id": call_id, "reason": reason}
         if by == record["caller"]:
             await self._tell(record["callee"], frame, to=record.get("callee_conn"))
         else:
             await self._tell(record["caller"], frame, to=record["caller_conn"])
-        if by_conn is not None:
-            await self._tell(by, {**frame, "elsewhere": True}, skip=by_conn)
+        if by_conn is not None:  # and the device of ``by`` that had the call, if another
+            elsewhere = {**frame, "elsewhere": True}
+            holder = record.get("caller_conn" if by == record["caller"] else "callee_conn")
+            if holder is None:  # a ringing call rings on all the callee's devices
+                await self._tell(by, elsewhere, skip=by_conn)
+            elif holder != by_conn:
+                await self._tell(by, elsewhere, to=holder)
         return True
 
     async def _point_line(self, callee: str, call_id: str, ttl: float) -> None:
