@@ -104,7 +104,7 @@ class CallDesk:
         self.ring_timeout = ctx.settings.ring_timeout_seconds
         self.limits = limits
         self._clock = clock  # wall clock: leases are compared across replicas
-        self._quota = CallQuota(ctx.backplane, limits.call_window_seconds, clock)
+        self._quota = CallQuota(ctx.backplane, clock)
         self.blocks = BlockList(ctx.backplane, limits.max_blocked_users)
         self._inboxes: dict[Connection, _Inbox] = {}
         # calls a connection holds (call id -> caller, callee): this replica renews its lease
@@ -156,18 +156,19 @@ class CallDesk:
         if not CHANNEL_PATTERN.fullmatch(callee) or callee == conn.user:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "to must be another user's id", frame.id)
         limits = self.limits
-        window = f"{limits.call_window_seconds:g} s"
-        if not await self._quota.take(f"caller:{conn.user}", limits.calls_per_caller):
-            message = f"at most {limits.calls_per_caller} calls per {window}"
-            raise ProtocolError(ErrorCode.RATE_LIMITED, message, frame.id)
+        await self._quota.require(
+            f"caller:{conn.user}", limits.calls_per_caller, limits.call_window_seconds,
+            "calls", frame.id,
+        )  # fmt: skip
         present = await self.ctx.backplane.presence_contains("online", [callee])
         # A blocked caller hears exactly what a caller of an offline user hears.
         if not present[callee] or conn.user in await self.blocks.blocked_by(callee):
             conn.send(encode({"op": "offline", "id": frame.id}), "offline")
             return
-        if not await self._quota.take(f"pair:{conn.user}:{callee}", limits.calls_per_callee):
-            message = f"at most {limits.calls_per_callee} calls to the same user per {window}"
-            raise ProtocolError(ErrorCode.RATE_LIMITED, message, frame.id)
+        await self._quota.require(
+            f"pair:{conn.user}:{callee}", limits.calls_per_callee, limits.callee_window_seconds,
+            "calls to the same user", frame.id,
+        )  # fmt: skip
         call_id = secrets.token_hex(8)
         record = {
             "state": "ringing",

@@ -20,10 +20,12 @@ class TelephonyLimits:
     max_watched_users: int = 1000
     #: calls one user may place per ``call_window_seconds``, across all their connections
     calls_per_caller: int = 10
-    #: calls one user may place to the same callee per ``call_window_seconds``: with the
-    #: ring timeout this bounds how long one caller can keep a callee's line ringing
-    calls_per_callee: int = 3
     call_window_seconds: float = 60.0
+    #: calls one user may place to the same callee per ``callee_window_seconds``: with the
+    #: ring timeout this bounds how long one caller can keep a callee's line ringing (and
+    #: everyone else hearing ``busy``): 3 x 30 s in 10 minutes
+    calls_per_callee: int = 3
+    callee_window_seconds: float = 600.0
     #: callers one user may block
     max_blocked_users: int = 200
     #: a party's replica renews its lease on the call this often; a party whose lease is
@@ -42,6 +44,9 @@ class TelephonyLimits:
             calls_per_caller=reader.integer("WWWS_CALLS_PER_CALLER", cls.calls_per_caller),
             calls_per_callee=reader.integer("WWWS_CALLS_PER_CALLEE", cls.calls_per_callee),
             call_window_seconds=reader.number("WWWS_CALL_WINDOW_SECONDS", cls.call_window_seconds),
+            callee_window_seconds=reader.number(
+                "WWWS_CALLEE_WINDOW_SECONDS", cls.callee_window_seconds
+            ),
             max_blocked_users=reader.integer("WWWS_MAX_BLOCKED_USERS", cls.max_blocked_users),
             lease_seconds=reader.number("WWWS_CALL_LEASE_SECONDS", cls.lease_seconds),
         )

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from services.kit.backplane import Backplane
+from services.kit.protocol import ErrorCode, ProtocolError
 
 __all__ = ["CallQuota"]
 
@@ -20,16 +21,21 @@ MIN_TTL = 0.01  # a record TTL of 0 would delete it at once (PEXPIRE 0)
 
 
 class CallQuota:
-    def __init__(
-        self, backplane: Backplane, window: float, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, backplane: Backplane, clock: Callable[[], float] = time.time) -> None:
         self._backplane = backplane
-        self._window = window
         self._clock = clock
 
-    async def take(self, key: str, limit: int) -> bool:
+    async def require(
+        self, key: str, limit: int, window: float, what: str, frame_id: str | int | None
+    ) -> None:
+        """:meth:`take`, or refuse the frame with ``rate_limited``, naming the limit."""
+        if not await self.take(key, limit, window):
+            message = f"at most {limit} {what} per {window:g} s"
+            raise ProtocolError(ErrorCode.RATE_LIMITED, message, frame_id)
+
+    async def take(self, key: str, limit: int, window: float) -> bool:
         """Count one event under ``key``; False when ``limit`` events already happened in
-        the current window. A limit of 0 means no limit."""
+        the current ``window`` (seconds). A limit of 0 means no limit."""
         if limit <= 0:
             return True
         record_key = f"quota:{key}"
@@ -37,8 +43,8 @@ class CallQuota:
             record = await self._backplane.record_get(record_key)
             now = self._clock()
             if record is None:
-                fields = {"state": "1", "until": repr(now + self._window)}
-                if await self._backplane.record_create(record_key, fields, self._window, []):
+                fields = {"state": "1", "until": repr(now + window)}
+                if await self._backplane.record_create(record_key, fields, window, []):
                     return True
                 continue  # another replica created it first: count again
             count = int(record["state"])
