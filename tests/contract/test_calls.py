@@ -158,13 +158,19 @@ async def test_bad_call_frames(replicas):
     assert (await next_frame(bob, "error"))["code"] == "bad_request"
 
 
-async def test_a_party_whose_replica_dies_is_disconnected_within_the_lease(replicas):
+async def alice_rings_bob_across_replicas(replicas: Any) -> tuple[Any, ...]:
+    """Replicas one (alice) and two (bob) with short leases; alice's call rings for bob."""
     one = await replicas.start(telephony(**FAST_LEASES), "telephony", node_id="one")
     two = await replicas.start(telephony(**FAST_LEASES), "telephony", node_id="two")
     alice = await connect(one, "telephony", "alice")
     bob = await connect(two, "telephony", "bob")
     call_id = await place_call(alice, "bob")
     await next_frame(bob, "incoming")
+    return one, two, alice, bob, call_id
+
+
+async def test_a_party_whose_replica_dies_is_disconnected_within_the_lease(replicas):
+    one, two, alice, bob, call_id = await alice_rings_bob_across_replicas(replicas)
     await bob.send_json({"op": "answer", "call_id": call_id})
     await next_frame(alice, "answered")
     kill_calls(two)
@@ -177,12 +183,7 @@ async def test_a_party_whose_replica_dies_is_disconnected_within_the_lease(repli
 
 
 async def test_a_ringing_call_whose_caller_replica_dies_ends_for_the_callee(replicas):
-    one = await replicas.start(telephony(**FAST_LEASES), "telephony", node_id="one")
-    two = await replicas.start(telephony(**FAST_LEASES), "telephony", node_id="two")
-    alice = await connect(one, "telephony", "alice")
-    bob = await connect(two, "telephony", "bob")
-    call_id = await place_call(alice, "bob")
-    await next_frame(bob, "incoming")
+    one, two, _, bob, call_id = await alice_rings_bob_across_replicas(replicas)
     kill_calls(one)
     ended = await next_frame(bob, "ended")
     assert ended == {"op": "ended", "call_id": call_id, "reason": "disconnected"}

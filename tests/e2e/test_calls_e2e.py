@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from helpers import receive_json
+from helpers import receive_op
 from stack import ROOT, Stack
 
 from services.telephony.limits import TelephonyLimits
@@ -65,31 +65,20 @@ async def connect_on(
         await asyncio.sleep(0.2)
 
 
-async def next_op(ws: aiohttp.ClientWebSocketResponse, op: str, timeout: float) -> dict:
-    """The next frame with ``op`` within ``timeout`` seconds, skipping presence frames."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        frame = await receive_json(ws, max(0.01, deadline - loop.time()))
-        if frame["op"] == op:
-            return dict(frame)
-        assert frame["op"] in ("presence", "presence_state"), frame
-
-
 async def test_kill_9_the_callee_replica_ends_the_call_for_the_caller(two_telephony_replicas):
     stack = two_telephony_replicas
     async with stack.session() as session:
         caller, caller_node = await connect_on(stack, session, "e2e-kill-caller")
         callee, callee_node = await connect_on(stack, session, "e2e-kill-callee", caller_node)
         await caller.send_json({"op": "call", "id": 1, "to": "e2e-kill-callee"})
-        call_id = (await next_op(caller, "ringing", 5))["call_id"]
-        await next_op(callee, "incoming", 5)
+        call_id = (await receive_op(caller, "ringing", 5))["call_id"]
+        await receive_op(callee, "incoming", 5)
         await callee.send_json({"op": "answer", "call_id": call_id})
-        await next_op(caller, "answered", 5)
+        await receive_op(caller, "answered", 5)
 
         stack.container_for(callee_node).kill()  # SIGKILL: no close frames, no cleanup
         killed_at = time.monotonic()
-        ended = await next_op(caller, "ended", BOUND)
+        ended = await receive_op(caller, "ended", BOUND)
         assert ended == {"op": "ended", "call_id": call_id, "reason": "disconnected"}
         assert time.monotonic() - killed_at <= BOUND
 
@@ -97,11 +86,11 @@ async def test_kill_9_the_callee_replica_ends_the_call_for_the_caller(two_teleph
         # again and can answer and hang up.
         callee_again, _ = await connect_on(stack, session, "e2e-kill-callee", callee_node)
         await caller.send_json({"op": "call", "id": 2, "to": "e2e-kill-callee"})
-        second = (await next_op(caller, "ringing", 5))["call_id"]
-        assert (await next_op(callee_again, "incoming", 5))["call_id"] == second
+        second = (await receive_op(caller, "ringing", 5))["call_id"]
+        assert (await receive_op(callee_again, "incoming", 5))["call_id"] == second
         await callee_again.send_json({"op": "answer", "call_id": second})
-        await next_op(caller, "answered", 5)
+        await receive_op(caller, "answered", 5)
         await callee_again.send_json({"op": "hangup", "call_id": second})
-        assert (await next_op(caller, "ended", 5))["reason"] == "hangup"
+        assert (await receive_op(caller, "ended", 5))["reason"] == "hangup"
         await caller.close()
         await callee_again.close()
