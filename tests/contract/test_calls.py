@@ -158,6 +158,16 @@ async def test_bad_call_frames(replicas):
     assert (await next_frame(bob, "error"))["code"] == "bad_request"
 
 
+async def answered_call(
+    caller: aiohttp.ClientWebSocketResponse, callee: aiohttp.ClientWebSocketResponse, to: str
+) -> str:
+    call_id = await place_call(caller, to)
+    await next_frame(callee, "incoming")
+    await callee.send_json({"op": "answer", "call_id": call_id})
+    await next_frame(caller, "answered")
+    return call_id
+
+
 async def alice_rings_bob_across_replicas(replicas: Any) -> tuple[Any, ...]:
     """Replicas one (alice) and two (bob) with short leases; alice's call rings for bob."""
     one = await replicas.start(telephony(**FAST_LEASES), "telephony", node_id="one")
@@ -192,6 +202,22 @@ async def test_a_ringing_call_whose_caller_replica_dies_ends_for_the_callee(repl
     assert (await next_frame(alice_again, "incoming"))["from"] == "bob"
 
 
+async def test_a_new_connection_ends_the_call_its_dead_replica_held(replicas):
+    one = await replicas.start(create_app, "telephony", node_id="one")  # default 2 s leases
+    two = await replicas.start(create_app, "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    call_id = await answered_call(alice, bob, "bob")
+    kill_calls(two)
+    # bob comes back on replica one before his lease lapses and hangs up from there
+    bob_again = await connect(one, "telephony", "bob")
+    await bob_again.send_json({"op": "hangup", "id": 1, "call_id": call_id})
+    ended = await next_frame(alice, "ended")
+    assert ended == {"op": "ended", "call_id": call_id, "reason": "hangup"}
+    await place_call(alice, "bob")  # both are free again
+    assert (await next_frame(bob_again, "incoming"))["from"] == "alice"
+
+
 async def test_a_new_connection_is_offered_the_ringing_call_and_may_answer(replicas):
     one = await replicas.start(create_app, "telephony", node_id="one")
     two = await replicas.start(create_app, "telephony", node_id="two")
@@ -215,10 +241,7 @@ async def test_guards_of_a_call_nobody_renews_expire_within_a_few_leases(replica
     server = await replicas.start(telephony(**FAST_LEASES, **unlimited), "telephony")
     alice = await connect(server, "telephony", "alice")
     bob = await connect(server, "telephony", "bob")
-    call_id = await place_call(alice, "bob")
-    await next_frame(bob, "incoming")
-    await bob.send_json({"op": "answer", "call_id": call_id})
-    await next_frame(alice, "answered")
+    await answered_call(alice, bob, "bob")
     kill_calls(server)  # neither side is renewed any more, nobody ends the call
 
     async def carol_gets_through() -> bool:
