@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,16 @@ from services.kit import (
     Settings,
     build_app,
     encode,
+    require_str,
     require_str_list,
 )
 from services.kit.backplane import Backplane
 from services.kit.roster import Roster, add_roster
 
+from .blocks import TooManyBlocked
 from .calls import CallDesk
+from .limits import TelephonyLimits
+from .watching import WatchBudget
 
 __all__ = ["create_app"]
 
@@ -41,6 +48,7 @@ class Telephony:
 
     roster: Roster  # who is online, and who watches whom
     desk: CallDesk  # the calls
+    watching: WatchBudget  # how many users each connection watches
 
 
 Context = ServiceContext[Telephony]
@@ -48,6 +56,10 @@ Context = ServiceContext[Telephony]
 
 def roster(ctx: Context) -> Roster:
     return ctx.state.roster
+
+
+def watching(ctx: Context) -> WatchBudget:
+    return ctx.state.watching
 
 
 def _users(frame: ClientFrame) -> list[str]:
@@ -68,6 +80,7 @@ def send_presence(conn: Connection, group: str, user: str, present: bool) -> Non
 
 async def op_watch(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
+    watching(ctx).admit(conn, users, frame.id)
     state = await roster(ctx).listen_users(ONLINE, users, conn)
     reply = {
         "op": "presence_state",
@@ -81,6 +94,7 @@ async def op_watch(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
 async def op_unwatch(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     users = _users(frame)
     roster(ctx).unlisten_users(ONLINE, users, conn)
+    watching(ctx).release(conn, users)
     conn.send(encode({"op": "unwatched", "id": frame.id, "users": users}), "unwatched")
 
 
@@ -108,6 +122,37 @@ async def op_signal(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
     await desk(ctx).signal(conn, frame)
 
 
+def _user(frame: ClientFrame) -> str:
+    user = require_str(frame, "user", 64)
+    if not USER_PATTERN.fullmatch(user):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid user id: {user!r}", frame.id)
+    return user
+
+
+async def _change_blocks(
+    ctx: Context, conn: Connection, frame: ClientFrame, blocking: bool
+) -> None:
+    user = _user(frame)
+    try:
+        if blocking:
+            users = await desk(ctx).blocks.change(conn.user, block=user, unblock=None)
+        else:
+            users = await desk(ctx).blocks.change(conn.user, block=None, unblock=user)
+    except TooManyBlocked as exc:
+        raise ProtocolError(ErrorCode.TOO_LARGE, str(exc), frame.id) from exc
+    except TimeoutError as exc:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc), frame.id) from exc
+    conn.send(encode({"op": "blocked", "id": frame.id, "users": users}), "blocked")
+
+
+async def op_block(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
+    await _change_blocks(ctx, conn, frame, blocking=True)
+
+
+async def op_unblock(ctx: Context, conn: Connection, frame: ClientFrame) -> None:
+    await _change_blocks(ctx, conn, frame, blocking=False)
+
+
 async def on_connect(ctx: Context, conn: Connection) -> None:
     await desk(ctx).connected(conn)
     await roster(ctx).join(ONLINE, conn)
@@ -116,6 +161,7 @@ async def on_connect(ctx: Context, conn: Connection) -> None:
 async def on_disconnect(ctx: Context, conn: Connection) -> None:
     await desk(ctx).disconnected(conn)
     roster(ctx).drop(conn)
+    watching(ctx).drop(conn)
     await roster(ctx).leave(ONLINE, conn)
 
 
@@ -131,10 +177,18 @@ class NoChannels(ChannelPolicy):
         raise self.refuse(frame, ErrorCode.NOT_FOUND, "telephony has no channels")
 
 
-def setup(app: web.Application, ctx: Context) -> Telephony:
+def setup(app: web.Application, ctx: Context, limits: TelephonyLimits) -> Telephony:
+    calls = CallDesk(ctx, limits)
+
+    async def keep_leases(_: web.Application) -> AsyncIterator[None]:
+        async for state in calls.lifecycle():
+            yield state
+
+    app.cleanup_ctx.append(keep_leases)
     return Telephony(
         roster=add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence),
-        desk=CallDesk(ctx, ctx.settings.ring_timeout_seconds),
+        desk=calls,
+        watching=WatchBudget(limits.max_watched_users),
     )
 
 
@@ -149,13 +203,24 @@ SPEC: ServiceSpec[Telephony] = ServiceSpec(
         "reject": op_reject,
         "hangup": op_hangup,
         "signal": op_signal,
+        "block": op_block,
+        "unblock": op_unblock,
     },
     on_connect=on_connect,
     on_disconnect=on_disconnect,
-    setup=setup,
     static_dir=Path(__file__).parent / "static",
 )
 
 
-def create_app(settings: Settings, backplane: Backplane | None = None) -> web.Application:
-    return build_app(settings, SPEC, backplane)
+def create_app(
+    settings: Settings,
+    backplane: Backplane | None = None,
+    limits: TelephonyLimits | None = None,
+) -> web.Application:
+    """The telephony app; ``limits`` default to the environment's (WWWS_* variables)."""
+    chosen = TelephonyLimits.from_env(os.environ) if limits is None else limits
+
+    def setup_with_limits(app: web.Application, ctx: Context) -> Telephony:
+        return setup(app, ctx, chosen)
+
+    return build_app(settings, dataclasses.replace(SPEC, setup=setup_with_limits), backplane)

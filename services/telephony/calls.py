@@ -1,23 +1,34 @@
 """Call signalling: offer → ring → answer / reject / timeout → hangup, across replicas.
 
 A call is a record in the backplane (``call:<id>``: caller, callee, state, the caller's and
-the answering connection) changed only by compare-and-set on its state, with a guard per
-user (``busy:<user>``) so a user is in one call at a time. Frames reach users through a
-per-user events channel (``#calls:<user>``) that every telephony connection of that user
-follows, on whichever replica it is; an event may name one connection (``to``) or leave
-one out (``skip``), so a call settles on the device that answered.
+the answering connection, each party's lease) changed only by compare-and-set on its
+state, with a guard per user (``busy:<user>``) so a user is in one call at a time. Frames
+reach users through a per-user events channel (``#calls:<user>``) that every telephony
+connection of that user follows, on whichever replica it is; an event may name one
+connection (``to``) or leave one out (``skip``), so a call settles on the device that
+answered.
 
 States: ringing → active → ended; ringing → rejected | missed | ended (cancelled).
-A ringing call is missed after ``ring_timeout`` (the caller's replica keeps the timer; if
-that replica dies the record and guards expire after ``RINGING_TTL``). A party whose
-connection closes ends the call with reason ``disconnected``.
+A ringing call is missed after ``ring_timeout`` (the caller's replica keeps the timer). A
+party whose connection closes ends the call with reason ``disconnected``.
+
+A party whose *replica* dies cannot say so, hence leases: the replica holding a party's
+connection (the caller's, and once answered the callee's) renews that party's
+``<side>_seen`` time in the record every ``lease_seconds``, with the record's and the
+guards' TTL. Every replica looking after a call (the parties' replicas, and while it
+rings those of the callee's connections it was offered to) ends it as ``disconnected``
+once the other side's lease is older than ``stale_after``. When every replica involved is
+gone, the record and the guards expire a few leases later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -36,12 +47,15 @@ from services.kit.protocol import (
 )
 from services.kit.service import ServiceContext
 
+from .blocks import BlockList
+from .limits import TelephonyLimits
+from .quota import CallQuota
+
 __all__ = ["CallDesk"]
 
 log = logging.getLogger(__name__)
 
-RINGING_TTL = 60.0  # a ringing call's record outlives its timer, in case the timer dies
-ACTIVE_TTL = 4 * 3600.0  # the longest call
+LIVE = {"ringing", "active"}
 ENDED_TTL = 60.0  # an ended call's record stays a minute for late frames
 MAX_SIGNAL_BYTES = 16 * 1024
 
@@ -50,17 +64,29 @@ def events_channel(user: str) -> str:
     return f"#calls:{user}"  # '#': not a client channel, nobody can subscribe to it
 
 
+def _line(user: str) -> str:
+    """The record naming the call last placed to ``user`` (to offer it to new devices)."""
+    return f"line:{user}"
+
+
+def _guards(record: dict[str, str]) -> list[str]:
+    return [f"busy:{record['caller']}", f"busy:{record['callee']}"]
+
+
 class _Inbox:
     """Follows one user's events channel for one connection (hub.Subscriber)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, offered: Callable[[Connection, str], bool]) -> None:
         self.conn = conn
+        self._offered = offered
 
     def deliver(self, channel: str, publication: Publication, frame: bytes) -> None:
         event = orjson.loads(publication.data)
         if event.get("to") not in (None, self.conn.id) or event.get("skip") == self.conn.id:
             return
         payload = event["frame"]
+        if payload["op"] == "incoming" and not self._offered(self.conn, payload["call_id"]):
+            return  # already offered when the connection opened
         self.conn.send(encode(payload), payload["op"])
 
     def resubscribed(self, channel: str, result: SubscribeResult) -> None:
@@ -68,48 +94,97 @@ class _Inbox:
 
 
 class CallDesk:
-    def __init__(self, ctx: ServiceContext, ring_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        limits: TelephonyLimits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.ctx = ctx
-        self.ring_timeout = ring_timeout
+        self.ring_timeout = ctx.settings.ring_timeout_seconds
+        self.limits = limits
+        self._clock = clock  # wall clock: leases are compared across replicas
+        self._quota = CallQuota(ctx.backplane, clock)
+        self.blocks = BlockList(ctx.backplane, limits.max_blocked_users)
         self._inboxes: dict[Connection, _Inbox] = {}
-        self._mine: dict[Connection, set[str]] = {}  # calls this connection is a party to
+        # calls a connection holds (call id -> caller, callee): this replica renews its lease
+        self._mine: dict[Connection, dict[str, tuple[str, str]]] = {}
+        # ringing calls offered to a connection: this replica watches the caller's lease
+        self._offers: dict[Connection, set[str]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def live_ttl(self) -> float:
+        """A live call's record and guards outlive the last renewal by this much."""
+        return self.limits.stale_after + 2 * self.limits.lease_seconds
 
     # -- connections ----------------------------------------------------------------
     async def connected(self, conn: Connection) -> None:
-        inbox = self._inboxes[conn] = _Inbox(conn)
+        inbox = self._inboxes[conn] = _Inbox(conn, self._offer)
         await self.ctx.hub.subscribe(inbox, events_channel(conn.user), None, 0, lambda _: None)
+        # A call ringing for this user before this connection opened rings here too.
+        line = await self.ctx.backplane.record_get(_line(conn.user))
+        if line is None:
+            return
+        call_id = line["call"]
+        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        if record is None or record["state"] != "ringing" or record["callee"] != conn.user:
+            return
+        if self._offer(conn, call_id):
+            incoming = {"op": "incoming", "call_id": call_id, "from": record["caller"]}
+            conn.send(encode(incoming), "incoming")
 
     async def disconnected(self, conn: Connection) -> None:
         inbox = self._inboxes.pop(conn, None)
         if inbox is not None:
             await self.ctx.hub.unsubscribe(inbox, events_channel(conn.user))
-        for call_id in self._mine.pop(conn, set()):
-            await self._end(call_id, conn, "disconnected", {"ringing", "active"})
+        self._offers.pop(conn, None)
+        for call_id in self._mine.pop(conn, {}):
+            await self._end(call_id, conn.user, conn.id, "disconnected", LIVE)
+
+    def _offer(self, conn: Connection, call_id: str) -> bool:
+        """Remember that ``call_id`` rings on ``conn``; False if it already did."""
+        offers = self._offers.setdefault(conn, set())
+        if call_id in offers:
+            return False
+        offers.add(call_id)
+        return True
 
     # -- ops ------------------------------------------------------------------------
     async def call(self, conn: Connection, frame: ClientFrame) -> None:
         callee = require_str(frame, "to", 64)
         if not CHANNEL_PATTERN.fullmatch(callee) or callee == conn.user:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "to must be another user's id", frame.id)
+        limits = self.limits
+        await self._quota.require(
+            f"caller:{conn.user}", limits.calls_per_caller, limits.call_window_seconds,
+            "calls", frame.id,
+        )  # fmt: skip
         present = await self.ctx.backplane.presence_contains("online", [callee])
-        if not present[callee]:
+        # A blocked caller hears exactly what a caller of an offline user hears.
+        if not present[callee] or conn.user in await self.blocks.blocked_by(callee):
             conn.send(encode({"op": "offline", "id": frame.id}), "offline")
             return
+        await self._quota.require(
+            f"pair:{conn.user}:{callee}", limits.calls_per_callee, limits.callee_window_seconds,
+            "calls to the same user", frame.id,
+        )  # fmt: skip
         call_id = secrets.token_hex(8)
         record = {
             "state": "ringing",
             "caller": conn.user,
             "callee": callee,
             "caller_conn": conn.id,
+            "caller_seen": repr(self._clock()),
         }
-        guards = [f"busy:{conn.user}", f"busy:{callee}"]
+        ring_ttl = self.ring_timeout + self.live_ttl
         if not await self.ctx.backplane.record_create(
-            f"call:{call_id}", record, RINGING_TTL, guards
+            f"call:{call_id}", record, ring_ttl, _guards(record)
         ):
             conn.send(encode({"op": "busy", "id": frame.id}), "busy")
             return
-        self._mine.setdefault(conn, set()).add(call_id)
+        await self._point_line(callee, call_id, ring_ttl)
+        self._mine.setdefault(conn, {})[call_id] = (conn.user, callee)
         conn.send(encode({"op": "ringing", "id": frame.id, "call_id": call_id}), "ringing")
         incoming = {"op": "incoming", "call_id": call_id, "from": conn.user}
         await self._tell(callee, incoming)
@@ -117,33 +192,36 @@ class CallDesk:
         self._timers[call_id] = loop.call_later(self.ring_timeout, self._ring_out, call_id)
 
     async def answer(self, conn: Connection, frame: ClientFrame) -> None:
-        call_id, record = await self._party(conn, frame, callee_only=True)
-        updated = await self._move(call_id, record, {"ringing"}, "active", conn, ACTIVE_TTL)
+        call_id, record = await self._party(conn, frame, callee_only=True, own_device=True)
+        updates = {"state": "active", "callee_conn": conn.id, "callee_seen": repr(self._clock())}
+        updated = await self.ctx.backplane.record_transition(
+            f"call:{call_id}", {"ringing"}, updates, self.live_ttl, _guards(record), False
+        )
         if updated is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "the call is no longer ringing", frame.id)
         self._stop_timer(call_id)
-        self._mine.setdefault(conn, set()).add(call_id)
+        self._mine.setdefault(conn, {})[call_id] = (record["caller"], record["callee"])
         answered = {"op": "answered", "call_id": call_id}
         await self._tell(record["caller"], answered, to=record["caller_conn"])
         # the callee's other devices stop ringing
         await self._tell(record["callee"], {**answered, "elsewhere": True}, skip=conn.id)
 
     async def reject(self, conn: Connection, frame: ClientFrame) -> None:
-        call_id, record = await self._party(conn, frame, callee_only=True)
-        if await self._move(call_id, record, {"ringing"}, "rejected", conn, ENDED_TTL) is None:
+        call_id, record = await self._party(conn, frame, callee_only=True, own_device=True)
+        if not await self._settle(call_id, record, {"ringing"}, {"state": "rejected"}):
             raise ProtocolError(ErrorCode.NOT_FOUND, "the call is no longer ringing", frame.id)
-        self._stop_timer(call_id)
         rejected = {"op": "rejected", "call_id": call_id}
         await self._tell(record["caller"], rejected, to=record["caller_conn"])
         await self._tell(record["callee"], rejected, skip=conn.id)
 
     async def hangup(self, conn: Connection, frame: ClientFrame) -> None:
-        call_id, _ = await self._party(conn, frame, callee_only=False)
-        if not await self._end(call_id, conn, "hangup", {"ringing", "active"}):
+        # Any device of a party may end the party's call: the one holding it may be gone.
+        call_id, _ = await self._party(conn, frame, callee_only=False, own_device=False)
+        if not await self._end(call_id, conn.user, conn.id, "hangup", LIVE):
             raise ProtocolError(ErrorCode.NOT_FOUND, "the call has already ended", frame.id)
 
     async def signal(self, conn: Connection, frame: ClientFrame) -> None:
-        call_id, record = await self._party(conn, frame, callee_only=False)
+        call_id, record = await self._party(conn, frame, callee_only=False, own_device=True)
         data = require_object(frame, "data")
         if len(orjson.dumps(data)) > MAX_SIGNAL_BYTES:
             raise ProtocolError(ErrorCode.TOO_LARGE, "signal data is over 16 KiB", frame.id)
@@ -155,11 +233,80 @@ class CallDesk:
         else:
             await self._tell(record["caller"], relay, to=record["caller_conn"])
 
+    # -- leases ---------------------------------------------------------------------
+    def abandon(self) -> None:
+        """Fault-injection seam: stop tending this replica's calls, as a replica killed
+        with SIGKILL would (no lease renewed, no call ended); tests use it to play a dead
+        replica whose sockets are still open."""
+        self._mine.clear()
+        self._offers.clear()
+
+    async def lifecycle(self) -> AsyncIterator[None]:
+        """Renew and check leases while the app runs (an aiohttp cleanup context)."""
+        task = asyncio.create_task(self._keep_leases(), name="call-leases")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.lease_seconds)
+            try:
+                await self.check_leases()
+            except Exception:  # the backplane may be away: try again next lease
+                log.warning("renewing call leases failed", exc_info=True)
+
+    async def check_leases(self) -> None:
+        """Renew this replica's parties' leases; end calls whose other side's lapsed."""
+        for conn, calls in list(self._mine.items()):
+            for call_id, (caller, callee) in list(calls.items()):
+                side = "caller" if conn.user == caller else "callee"
+                await self._renew(conn, call_id, side, caller, callee)
+        for conn, offers in list(self._offers.items()):
+            for call_id in list(offers):
+                await self._watch_offer(conn, call_id)
+
+    async def _renew(
+        self, conn: Connection, call_id: str, side: str, caller: str, callee: str
+    ) -> None:
+        record = await self.ctx.backplane.record_transition(
+            f"call:{call_id}",
+            LIVE,
+            {f"{side}_seen": repr(self._clock())},
+            self.live_ttl,
+            [f"busy:{caller}", f"busy:{callee}"],
+            False,
+        )
+        if record is None:  # ended elsewhere (its parties were told), or expired
+            self._mine.get(conn, {}).pop(call_id, None)
+            if await self.ctx.backplane.record_get(f"call:{call_id}") is None:
+                ended = {"op": "ended", "call_id": call_id, "reason": "disconnected"}
+                conn.send(encode(ended), "ended")
+            return
+        # While it rings nobody holds the callee's side: only the caller has a lease.
+        other = "callee" if side == "caller" else "caller"
+        if record["state"] == "active" and self._lapsed(record, other):
+            await self._end(call_id, record[other], None, "disconnected", {"active"})
+
+    async def _watch_offer(self, conn: Connection, call_id: str) -> None:
+        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        if record is None or record["state"] != "ringing":
+            self._offers.get(conn, set()).discard(call_id)
+            return
+        if self._lapsed(record, "caller"):
+            await self._end(call_id, record["caller"], None, "disconnected", {"ringing"})
+
+    def _lapsed(self, record: dict[str, str], side: str) -> bool:
+        seen = float(record.get(f"{side}_seen", "0"))
+        return self._clock() - seen > self.limits.stale_after
+
     # -- internals ------------------------------------------------------------------
     async def _party(
-        self, conn: Connection, frame: ClientFrame, callee_only: bool
+        self, conn: Connection, frame: ClientFrame, callee_only: bool, own_device: bool
     ) -> tuple[str, dict[str, str]]:
-        """The call named by the frame, if ``conn`` may act on it."""
+        """The call named by the frame, if ``conn`` may act on it; with ``own_device``
+        only from the connection holding the user's side of the call."""
         call_id = require_str(frame, "call_id", 64)
         record = await self.ctx.backplane.record_get(f"call:{call_id}")
         if record is None:
@@ -169,48 +316,56 @@ class CallDesk:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such call", frame.id)
         # A call belongs to the caller's connection and, once answered, the answering one.
         own_side = "caller_conn" if conn.user == record["caller"] else "callee_conn"
-        if record.get(own_side, conn.id) != conn.id:
+        if own_device and record.get(own_side, conn.id) != conn.id:
             raise ProtocolError(ErrorCode.FORBIDDEN, "the call is on another device", frame.id)
         return call_id, record
 
-    async def _move(
-        self,
-        call_id: str,
-        record: dict[str, str],
-        expect: set[str],
-        state: str,
-        conn: Connection,
-        ttl: float,
-        reason: str | None = None,
+    async def _settle(
+        self, call_id: str, record: dict[str, str], expect: set[str], updates: dict[str, str]
     ) -> dict[str, str] | None:
-        updates = {"state": state}
-        if state == "active":
-            updates["callee_conn"] = conn.id
-        if reason is not None:
-            updates["reason"] = reason
-        guards = [f"busy:{record['caller']}", f"busy:{record['callee']}"]
-        release = state != "active"
-        return await self.ctx.backplane.record_transition(
-            f"call:{call_id}", expect, updates, ttl, guards, release
+        """Move a call out of its live states, releasing both users' guards."""
+        settled = await self.ctx.backplane.record_transition(
+            f"call:{call_id}", expect, updates, ENDED_TTL, _guards(record), True
         )
+        if settled is not None:
+            self._stop_timer(call_id)
+        return settled
 
-    async def _end(self, call_id: str, by: Connection, reason: str, expect: set[str]) -> bool:
+    async def _end(
+        self, call_id: str, by: str, by_conn: str | None, reason: str, expect: set[str]
+    ) -> bool:
+        """End a call on behalf of user ``by`` (from connection ``by_conn``, if any): the
+        other party hears ``ended``, and so does ``by``'s device that had the call."""
         record = await self.ctx.backplane.record_get(f"call:{call_id}")
         if record is None:
             return False
-        ended = await self._move(call_id, record, expect, "ended", by, ENDED_TTL, reason)
+        ended = await self._settle(call_id, record, expect, {"state": "ended", "reason": reason})
         if ended is None:
             return False
-        self._stop_timer(call_id)
-        was_ringing = record["state"] == "ringing"
-        if was_ringing and by.user == record["caller"]:
-            reason = "cancelled"
+        if by_conn is not None and record["state"] == "ringing" and by == record["caller"]:
+            reason = "cancelled"  # the caller gave up (a lost replica stays "disconnected")
         frame = {"op": "ended", "call_id": call_id, "reason": reason}
-        if by.user == record["caller"]:
+        if by == record["caller"]:
             await self._tell(record["callee"], frame, to=record.get("callee_conn"))
         else:
             await self._tell(record["caller"], frame, to=record["caller_conn"])
+        if by_conn is not None:  # and the device of ``by`` that had the call, if another
+            elsewhere = {**frame, "elsewhere": True}
+            holder = record.get("caller_conn" if by == record["caller"] else "callee_conn")
+            if holder is None:  # a ringing call rings on all the callee's devices
+                await self._tell(by, elsewhere, skip=by_conn)
+            elif holder != by_conn:
+                await self._tell(by, elsewhere, to=holder)
         return True
+
+    async def _point_line(self, callee: str, call_id: str, ttl: float) -> None:
+        """Name ``call_id`` as the call ringing for ``callee`` (one at a time: the busy
+        guard is held, so no other call is being placed to them now)."""
+        key, fields = _line(callee), {"call": call_id}
+        if await self.ctx.backplane.record_transition(key, {"set"}, fields, ttl, [], False):
+            return
+        if not await self.ctx.backplane.record_create(key, {"state": "set", **fields}, ttl, []):
+            await self.ctx.backplane.record_transition(key, {"set"}, fields, ttl, [], False)
 
     def _ring_out(self, call_id: str) -> None:
         self._timers.pop(call_id, None)
@@ -221,11 +376,7 @@ class CallDesk:
         record = await self.ctx.backplane.record_get(f"call:{call_id}")
         if record is None:
             return
-        guards = [f"busy:{record['caller']}", f"busy:{record['callee']}"]
-        moved = await self.ctx.backplane.record_transition(
-            f"call:{call_id}", {"ringing"}, {"state": "missed"}, ENDED_TTL, guards, True
-        )
-        if moved is not None:
+        if await self._settle(call_id, record, {"ringing"}, {"state": "missed"}) is not None:
             missed = {"op": "missed", "call_id": call_id}
             await self._tell(record["caller"], missed, to=record["caller_conn"])
             await self._tell(record["callee"], missed)

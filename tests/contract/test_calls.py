@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import aiohttp
-from helpers import receive_json, receive_op
+from aiohttp.test_utils import TestClient
+from helpers import eventually, receive_json, receive_op
 from replicas import connect
 
+from services.kit.app import CONTEXT
 from services.telephony.app import create_app
+from services.telephony.limits import TelephonyLimits
+
+# Leases short enough that a dead replica's party is stale within half a second.
+FAST_LEASES = {"lease_seconds": 0.1}
+
+
+def telephony(**limits: Any) -> Any:
+    """create_app with these telephony limits (the others at their defaults)."""
+    return functools.partial(create_app, limits=TelephonyLimits(**limits))
+
+
+def kill_calls(server: TestClient) -> None:
+    """The replica's call handling dies as under kill -9: it stops renewing its parties'
+    leases and will never end their calls (its connections stay open, as if cut off)."""
+    server.app[CONTEXT].state.desk.abandon()
+
+
+async def place_call(caller: aiohttp.ClientWebSocketResponse, callee: str) -> str:
+    await caller.send_json({"op": "call", "id": "c", "to": callee})
+    return str((await next_frame(caller, "ringing"))["call_id"])
 
 
 async def next_frame(ws: aiohttp.ClientWebSocketResponse, op: str) -> dict:
@@ -49,11 +74,13 @@ async def test_call_answer_signal_hangup_across_replicas(replicas):
     await bob_phone.send_json({"op": "signal", "call_id": call_id, "data": {"type": "answer"}})
     assert (await next_frame(alice, "signal"))["from"] == "bob"
     await nothing_more(bob_laptop)  # the other device is out of the call
-    await bob_laptop.send_json({"op": "hangup", "id": 9, "call_id": call_id})
+    await bob_laptop.send_json({"op": "signal", "id": 9, "call_id": call_id, "data": {}})
     assert (await next_frame(bob_laptop, "error"))["code"] == "forbidden"
-    await alice.send_json({"op": "hangup", "call_id": call_id})
-    ended = await next_frame(bob_phone, "ended")
+    # ...but any of bob's devices may end bob's call (the one holding it may be gone)
+    await bob_laptop.send_json({"op": "hangup", "call_id": call_id})
+    ended = await next_frame(alice, "ended")
     assert ended == {"op": "ended", "call_id": call_id, "reason": "hangup"}
+    assert await next_frame(bob_phone, "ended") == {**ended, "elsewhere": True}
 
 
 async def test_offline_busy_reject_and_cancel(replicas):
@@ -125,3 +152,165 @@ async def test_bad_call_frames(replicas):
     assert (await next_frame(alice, "error"))["code"] == "not_found"  # not active yet
     await bob.send_json({"op": "signal", "id": 6, "call_id": call_id, "data": "x"})
     assert (await next_frame(bob, "error"))["code"] == "bad_request"
+
+
+async def answered_call(
+    caller: aiohttp.ClientWebSocketResponse, callee: aiohttp.ClientWebSocketResponse, to: str
+) -> str:
+    call_id = await place_call(caller, to)
+    await next_frame(callee, "incoming")
+    await callee.send_json({"op": "answer", "call_id": call_id})
+    await next_frame(caller, "answered")
+    return call_id
+
+
+async def alice_rings_bob_across_replicas(replicas: Any) -> tuple[Any, ...]:
+    """Replicas one (alice) and two (bob) with short leases; alice's call rings for bob."""
+    one = await replicas.start(telephony(**FAST_LEASES), "telephony", node_id="one")
+    two = await replicas.start(telephony(**FAST_LEASES), "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    call_id = await place_call(alice, "bob")
+    await next_frame(bob, "incoming")
+    return one, two, alice, bob, call_id
+
+
+async def test_a_party_whose_replica_dies_is_disconnected_within_the_lease(replicas):
+    one, two, alice, bob, call_id = await alice_rings_bob_across_replicas(replicas)
+    await bob.send_json({"op": "answer", "call_id": call_id})
+    await next_frame(alice, "answered")
+    kill_calls(two)
+    ended = await next_frame(alice, "ended")  # stale after 0.4 s; receive waits up to 5 s
+    assert ended == {"op": "ended", "call_id": call_id, "reason": "disconnected"}
+    # both guards are released: bob, back on another replica, can be called again
+    bob_again = await connect(one, "telephony", "bob")
+    second = await place_call(alice, "bob")
+    assert (await next_frame(bob_again, "incoming"))["call_id"] == second
+
+
+async def test_a_ringing_call_whose_caller_replica_dies_ends_for_the_callee(replicas):
+    one, two, _, bob, call_id = await alice_rings_bob_across_replicas(replicas)
+    kill_calls(one)
+    ended = await next_frame(bob, "ended")
+    assert ended == {"op": "ended", "call_id": call_id, "reason": "disconnected"}
+    alice_again = await connect(two, "telephony", "alice")
+    await place_call(bob, "alice")
+    assert (await next_frame(alice_again, "incoming"))["from"] == "bob"
+
+
+async def test_a_new_connection_ends_the_call_its_dead_replica_held(replicas):
+    one = await replicas.start(create_app, "telephony", node_id="one")  # default 2 s leases
+    two = await replicas.start(create_app, "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    call_id = await answered_call(alice, bob, "bob")
+    kill_calls(two)
+    # bob comes back on replica one before his lease lapses and hangs up from there
+    bob_again = await connect(one, "telephony", "bob")
+    await bob_again.send_json({"op": "hangup", "id": 1, "call_id": call_id})
+    ended = await next_frame(alice, "ended")
+    assert ended == {"op": "ended", "call_id": call_id, "reason": "hangup"}
+    await place_call(alice, "bob")  # both are free again
+    assert (await next_frame(bob_again, "incoming"))["from"] == "alice"
+
+
+async def test_a_new_connection_is_offered_the_ringing_call_and_may_answer(replicas):
+    one = await replicas.start(create_app, "telephony", node_id="one")
+    two = await replicas.start(create_app, "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob_phone = await connect(one, "telephony", "bob")
+    call_id = await place_call(alice, "bob")
+    await next_frame(bob_phone, "incoming")
+    bob_laptop = await connect(two, "telephony", "bob")  # opened while it rings
+    incoming = await next_frame(bob_laptop, "incoming")
+    assert incoming == {"op": "incoming", "call_id": call_id, "from": "alice"}
+    await bob_laptop.send_json({"op": "answer", "call_id": call_id})
+    assert await next_frame(alice, "answered") == {"op": "answered", "call_id": call_id}
+    assert (await next_frame(bob_phone, "answered"))["elsewhere"] is True
+    await alice.send_json({"op": "hangup", "call_id": call_id})
+    # the laptop's next call frame is the end: it was offered the call once, not twice
+    ended = await next_frame(bob_laptop, "ended")
+    assert ended == {"op": "ended", "call_id": call_id, "reason": "hangup"}
+
+
+async def test_guards_of_a_call_nobody_renews_expire_within_a_few_leases(replicas):
+    unlimited = {"calls_per_caller": 0, "calls_per_callee": 0}  # carol retries until through
+    server = await replicas.start(telephony(**FAST_LEASES, **unlimited), "telephony")
+    alice = await connect(server, "telephony", "alice")
+    bob = await connect(server, "telephony", "bob")
+    await answered_call(alice, bob, "bob")
+    kill_calls(server)  # neither side is renewed any more, nobody ends the call
+
+    async def carol_gets_through() -> bool:
+        await carol.send_json({"op": "call", "id": "try", "to": "bob"})
+        reply = await next_frame_of(carol, {"ringing", "busy"})
+        return reply["op"] == "ringing"
+
+    carol = await connect(server, "telephony", "carol")
+    await eventually(carol_gets_through, timeout=5, interval=0.2, what="bob's guard expired")
+
+
+async def next_frame_of(ws: aiohttp.ClientWebSocketResponse, ops: set[str]) -> dict[str, Any]:
+    while True:
+        frame = await receive_json(ws)
+        if frame["op"] in ops:
+            return dict(frame)
+        assert frame["op"] in ("presence", "presence_state", "incoming", "ended"), frame
+
+
+async def test_calls_are_rate_limited_per_caller_and_per_callee(replicas):
+    limits = telephony(calls_per_caller=3, calls_per_callee=1)
+    one = await replicas.start(limits, "telephony", node_id="one")
+    two = await replicas.start(limits, "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    await connect(two, "telephony", "bob")
+    await connect(two, "telephony", "carol")
+    first = await place_call(alice, "bob")
+    await alice.send_json({"op": "hangup", "call_id": first})  # cancel, then recall at once
+    await alice.send_json({"op": "call", "id": 2, "to": "bob"})
+    refused = await next_frame(alice, "error")
+    assert refused["code"] == "rate_limited" and refused["id"] == 2
+    assert refused["message"] == "at most 1 calls to the same user per 600 s"
+    second = await place_call(alice, "carol")  # another callee is fine
+    await alice.send_json({"op": "hangup", "call_id": second})
+    # the caller's limit spans all of alice's connections, on every replica
+    alice_other = await connect(two, "telephony", "alice")
+    await alice_other.send_json({"op": "call", "id": 4, "to": "dave"})
+    refused = await next_frame(alice_other, "error")
+    assert refused["code"] == "rate_limited"
+    assert refused["message"] == "at most 3 calls per 60 s"
+
+
+async def test_a_blocked_caller_hears_offline(replicas):
+    server = await replicas.start(telephony(max_blocked_users=2), "telephony")
+    alice = await connect(server, "telephony", "alice")
+    bob = await connect(server, "telephony", "bob")
+    carol = await connect(server, "telephony", "carol")
+    await bob.send_json({"op": "block", "id": 1, "user": "alice"})
+    assert await next_frame(bob, "blocked") == {"op": "blocked", "id": 1, "users": ["alice"]}
+    await alice.send_json({"op": "call", "id": 2, "to": "bob"})
+    assert await next_frame(alice, "offline") == {"op": "offline", "id": 2}
+    call_id = await place_call(carol, "bob")  # others still get through
+    # ...and carol's is the first call to ring for bob: alice's never did
+    assert (await next_frame(bob, "incoming"))["call_id"] == call_id
+    await carol.send_json({"op": "hangup", "call_id": call_id})
+    await next_frame(bob, "ended")
+    # the list is bounded, and unblocking lets the caller through again
+    await bob.send_json({"op": "block", "id": 3, "user": "dave"})
+    assert (await next_frame(bob, "blocked"))["users"] == ["alice", "dave"]
+    await bob.send_json({"op": "block", "id": 4, "user": "erin"})
+    assert (await next_frame(bob, "error"))["code"] == "too_large"
+    await bob.send_json({"op": "unblock", "id": 5, "user": "alice"})
+    assert (await next_frame(bob, "blocked"))["users"] == ["dave"]
+    await place_call(alice, "bob")
+
+
+async def test_bad_block_frames(replicas):
+    server = await replicas.start(create_app, "telephony")
+    bob = await connect(server, "telephony", "bob")
+    await bob.send_json({"op": "block", "id": 1, "user": "bad user"})
+    assert (await next_frame(bob, "error"))["code"] == "bad_request"
+    await bob.send_json({"op": "block", "id": 2})
+    assert (await next_frame(bob, "error"))["code"] == "bad_request"
+    await bob.send_json({"op": "unblock", "id": 3, "user": "nobody"})  # not blocked: no-op
+    assert await next_frame(bob, "blocked") == {"op": "blocked", "id": 3, "users": []}

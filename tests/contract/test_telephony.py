@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
-from helpers import receive_op
+from helpers import receive_json, receive_op
 from replicas import connect
 
 from services.kit import CONTEXT
 from services.telephony.app import create_app
+from services.telephony.limits import TelephonyLimits
 
 
 async def test_watch_reports_state_then_changes(replicas):
@@ -69,3 +71,35 @@ async def test_bad_watch_frames(replicas):
     assert (await receive_op(ws, "error"))["code"] == "bad_request"
     await ws.send_json({"op": "sub", "id": 3, "ch": "presence"})
     assert (await receive_op(ws, "error"))["code"] == "not_found"
+
+
+async def test_watching_is_capped_per_connection_in_total(replicas):
+    limits = TelephonyLimits(max_watched_users=3)
+    client = await replicas.start(functools.partial(create_app, limits=limits), "telephony")
+    ws = await connect(client, "telephony", "alice")
+    await ws.send_json({"op": "watch", "id": 1, "users": ["bob", "carol"]})
+    await receive_op(ws, "presence_state")
+    await ws.send_json({"op": "watch", "id": 2, "users": ["carol", "dave"]})  # carol: once
+    assert (await receive_op(ws, "presence_state"))["users"] == {
+        "carol": "offline",
+        "dave": "offline",
+    }
+    await ws.send_json({"op": "watch", "id": 3, "users": ["erin"]})
+    refused = await receive_op(ws, "error")
+    assert refused["code"] == "too_large" and refused["id"] == 3
+    assert "at most 3 users" in refused["message"]
+    # refused as a whole: erin is not watched. A control connection that does watch her
+    # hears her come online; ws, on the same replica, would have been told first.
+    control = await connect(client, "telephony", "zed")
+    await control.send_json({"op": "watch", "id": 1, "users": ["erin"]})
+    await receive_op(control, "presence_state")
+    await connect(client, "telephony", "erin")
+    assert (await receive_op(control, "presence"))["status"] == "online"
+    await ws.send_json({"op": "unwatch", "id": 4, "users": ["bob"]})
+    assert (await receive_json(ws))["op"] == "unwatched"  # no presence frame for erin
+    await ws.send_json({"op": "watch", "id": 5, "users": ["erin"]})
+    assert (await receive_op(ws, "presence_state"))["users"] == {"erin": "online"}
+    # a second connection has its own budget
+    other = await connect(client, "telephony", "alice")
+    await other.send_json({"op": "watch", "id": 6, "users": ["x1", "x2", "x3"]})
+    assert (await receive_op(other, "presence_state"))["id"] == 6
