@@ -12,8 +12,8 @@ from aiohttp import web
 from services.kit.app import build_app
 from services.kit.backplane import Backplane, BackplaneUnavailable
 from services.kit.connection import Connection
-from services.kit.ops import subscribe
-from services.kit.protocol import CHANNEL_PATTERN
+from services.kit.ops import CHANNEL_OPS, subscribe, unsubscribe
+from services.kit.protocol import CHANNEL_PATTERN, ClientFrame, optional_since, require_channel
 from services.kit.service import ServiceContext, ServiceSpec
 from services.kit.settings import Settings
 
@@ -27,6 +27,23 @@ MAX_NOTIFICATION_BYTES = 16 * 1024
 async def subscribe_personal_channel(ctx: ServiceContext, conn: Connection) -> None:
     """Every connection gets its notifications without asking (reply has no ``id``)."""
     await subscribe(ctx, conn, personal_channel(conn.user), None, None)
+
+
+async def op_sub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    """``sub`` as every service has it, except that a ``sub`` of the personal channel
+    replaces the automatic subscription instead of being refused as a duplicate.
+
+    A client that reconnects resumes its notifications like any channel: ``sub`` with
+    ``since`` answers exactly what it missed while away. The old subscription is gone
+    before the new one reads, so every later notification comes once, from the new one;
+    what the automatic subscription already sent has offsets at or below the reply's,
+    which a resuming client ignores (see docs/protocol.md, ticker).
+    """
+    channel = require_channel(frame)
+    if channel == personal_channel(conn.user) and channel in conn.subscriptions:
+        optional_since(frame)  # refuse a malformed ``since`` before dropping anything
+        await unsubscribe(ctx, conn, channel)
+    await CHANNEL_OPS["sub"](ctx, conn, frame)
 
 
 def add_publish_api(app: web.Application, ctx: ServiceContext) -> None:
@@ -74,6 +91,7 @@ def _target(body: object) -> str:
 SPEC = ServiceSpec(
     name="ticker",
     policy=TickerChannels(),
+    ops={"sub": op_sub},
     on_connect=subscribe_personal_channel,
     setup=add_publish_api,
     static_dir=Path(__file__).parent / "static",

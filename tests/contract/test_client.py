@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+from helpers import eventually
 from replicas import token
 
 from services.chat.app import create_app
 from services.kit.app import CONTEXT
 from services.kit.client import Client, ClientError
+from services.kit.hub import ChannelHub
+from services.ticker.app import create_app as ticker_app
 
 
 def ws_url(client) -> str:
@@ -51,3 +55,56 @@ async def test_client_stops_on_4xxx_and_reports_errors(replicas):
                 break
             await asyncio.sleep(0.02)
         assert client.stopped_with == 4003
+
+
+def ticker_url(client) -> str:
+    return str(client.make_url("/ticker/ws")).replace("http://", "ws://")
+
+
+async def drop_connections(server, user: str) -> None:
+    for conn in list(server.app[CONTEXT].replica.connections):
+        if conn.user == user:
+            await conn.close(1011, "simulated crash")
+
+
+async def test_client_holds_a_ticker_connection_and_subscribes(replicas):
+    server = await replicas.start(ticker_app, "ticker")
+    hub = ChannelHub(replicas.new_backplane(), "ticker")
+    await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 10.0}))
+    async with Client(ticker_url(server), token("trader"), backoff_base=0.01) as client:
+        reply = await client.subscribe("AAPL")
+        assert reply["recovered"] is False and reply["ch"] == "AAPL"
+        await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 11.0}))
+        prices = []
+        while len(prices) < 2:
+            channel, _offset, data = await asyncio.wait_for(client._inbox.get(), 10)
+            if channel == "AAPL":
+                prices.append(data["price"])
+        assert prices == [10.0, 11.0]
+        await drop_connections(server, "trader")
+        await eventually(lambda: client.reconnects == 1 and client.live, what="one reconnect")
+        await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 12.0}))
+        channel, _offset, data = await asyncio.wait_for(client._inbox.get(), 10)
+        assert (channel, data["price"]) == ("AAPL", 12.0)
+        assert client.reconnects == 1 and client.dropped == [] and client.close_codes == [1011]
+
+
+async def test_client_misses_no_notification_across_a_reconnect(replicas):
+    server = await replicas.start(ticker_app, "ticker")
+    hub = ChannelHub(replicas.new_backplane(), "ticker")
+    async with Client(ticker_url(server), token("notified"), backoff_base=0.2) as client:
+        sent = [await hub.publish("user:notified", orjson.dumps({"n": n})) for n in range(3)]
+        await drop_connections(server, "notified")
+        # published while the client is away or resubscribing, with more than the
+        # personal channel's window (20) of them: only `since` can bring them all back
+        for n in range(3, 40):
+            sent.append(await hub.publish("user:notified", orjson.dumps({"n": n})))
+        await eventually(lambda: client.live and client.reconnects == 1, what="back")
+        for n in range(40, 45):
+            sent.append(await hub.publish("user:notified", orjson.dumps({"n": n})))
+        got = []
+        while len(got) < 45:
+            got.append(await asyncio.wait_for(client._inbox.get(), 10))
+        assert [(ch, data["n"]) for ch, _, data in got] == [("user:notified", n) for n in range(45)]
+        assert [offset for _, offset, _ in got] == [offset for _, offset in sent]
+        assert client.gaps == [] and client.drain_messages() == []
