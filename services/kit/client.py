@@ -25,6 +25,7 @@ import itertools
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -87,6 +88,11 @@ class Client:
         self.token = token
         self.node: str | None = None
         self.reconnects = 0
+        #: time.monotonic() when the client was last live (see :attr:`live`)
+        self.live_since: float | None = None
+        #: seconds each lost connection left the client not live (until resubscribed)
+        self.outages: list[float] = []
+        self._lost_at: float | None = None
         self.gaps: list[tuple[str, int, int]] = []  # (channel, last seen, resumed at)
         #: the close code of every connection that ended (1006: it dropped with no close frame)
         self.close_codes: list[int] = []
@@ -174,6 +180,18 @@ class Client:
         if reply["op"] == "error":
             raise ClientError(reply)
         return reply
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        """Send a frame that has no reply when it succeeds (telephony's ``answer``,
+        ``signal``); an ``error`` about it arrives as an event. False: not connected."""
+        ws = self._ws
+        if ws is None or not self._connected.is_set():
+            return False
+        try:
+            await ws.send_json(frame)
+        except (ConnectionError, aiohttp.ClientError):
+            return False
+        return True
 
     async def subscribe(self, channel: str) -> dict[str, Any]:
         position = self._state.positions.setdefault(channel, _Position())
@@ -269,7 +287,7 @@ class Client:
             else:
                 attempt = 0
                 code = await self._serve(self._ws)
-                self.close_codes.append(code if code is not None else 1006)
+                self.close_codes.append(int(code) if code is not None else 1006)
                 if code is not None and code in DO_NOT_RECONNECT:
                     self.stopped_with = code
                     return
@@ -294,11 +312,17 @@ class Client:
             self.node = hello["node"]
             self._connected.set()
             await self._restore()
+            self.live_since = time.monotonic()
+            if self._lost_at is not None:
+                self.outages.append(self.live_since - self._lost_at)
+                self._lost_at = None
             self._live.set()
             await reader
         except (NotAcknowledged, TimeoutError, ClientError, ConnectionError):
             pass
         finally:
+            if self._live.is_set():
+                self._lost_at = time.monotonic()
             self._live.clear()
             self._connected.clear()
             reader.cancel()

@@ -12,6 +12,7 @@ from services.chat.app import create_app
 from services.kit.app import CONTEXT
 from services.kit.client import Client, ClientError
 from services.kit.hub import ChannelHub
+from services.telephony.app import create_app as telephony_app
 from services.ticker.app import create_app as ticker_app
 
 
@@ -108,3 +109,28 @@ async def test_client_misses_no_notification_across_a_reconnect(replicas):
         assert [(ch, data["n"]) for ch, _, data in got] == [("user:notified", n) for n in range(45)]
         assert [offset for _, offset, _ in got] == [offset for _, offset in sent]
         assert client.gaps == [] and client.drain_messages() == []
+
+
+async def test_client_watches_again_after_a_reconnect_and_records_close_codes(replicas):
+    server = await replicas.start(telephony_app, "telephony")
+    url = str(server.make_url("/telephony/ws")).replace("http://", "ws://")
+    async with Client(url, token("watcher"), backoff_base=0.01) as watcher:
+        assert await watcher.watch(["bob"]) == {"bob": "offline"}
+        await drop_connections(server, "watcher")
+        await eventually(lambda: watcher.reconnects == 1 and watcher.live, what="back")
+        async with Client(url, token("bob")):
+            # heard only if the new connection watches bob again
+            await eventually(lambda: watcher.presence == {"bob": "online"}, what="online")
+        await eventually(lambda: watcher.presence == {"bob": "offline"}, what="offline")
+        assert watcher.close_codes == [1011]
+
+
+async def test_client_send_relays_a_frame_without_reply(replicas):
+    server = await replicas.start(telephony_app, "telephony")
+    url = str(server.make_url("/telephony/ws")).replace("http://", "ws://")
+    async with Client(url, token("alice")) as alice, Client(url, token("bob")) as bob:
+        ringing = await alice.request({"op": "call", "to": "bob"})
+        incoming = await bob.next_event()
+        assert incoming["op"] == "incoming" and incoming["call_id"] == ringing["call_id"]
+        assert await bob.send({"op": "answer", "call_id": ringing["call_id"]})
+        assert (await alice.next_event())["op"] == "answered"
