@@ -55,7 +55,9 @@ async def run_scenario(stack: Stack, scenario: Scenario) -> Outcome:
 
     async with stack.session() as http:
         ticker = TickerFlow(connect, tag, stack, http)
-        flows: list[Flow] = [ChatFlow(connect, tag), ticker, CallFlow(connect, tag)]
+        calls = CallFlow(connect, tag)
+        calls.state_kept = scenario.state_kept
+        flows: list[Flow] = [ChatFlow(connect, tag), ticker, calls]
         try:
             for flow in flows:
                 await flow.start()

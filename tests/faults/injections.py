@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import docker
-from helpers import eventually
+from helpers import eventually, receive_json
 from netcut import NetCut
 from stack import ROOT, Stack
 from stack_fixtures import wait_until_routed
@@ -43,6 +45,8 @@ class Scenario:
     inject: Callable[[FaultContext], Awaitable[None]]
     #: close codes a client may see (the fault's own, as docs/protocol.md defines them)
     close_codes: frozenset[int]
+    #: the backplane keeps its state (calls): False where Redis loses its data
+    state_kept: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -75,20 +79,53 @@ async def wait_healthy(container: Any) -> None:
     )
 
 
-async def every_replica_routed(stack: Stack, service: str) -> None:
-    """Traefik sends new connections to every running replica of ``service``: each one's
-    node id shows up in a ``hello`` (the balancer spreads them)."""
-    running = {c.id[:12] for c in await in_thread(stack.containers, service)}
-    seen: set[str] = set()
+# a request per service that goes through the replica's backplane
+PROBES: dict[str, dict[str, Any]] = {
+    "chat": {"op": "sub", "id": 1, "ch": "faults-probe"},
+    "ticker": {"op": "sub", "id": 1, "ch": "AAPL"},
+    "telephony": {"op": "watch", "id": 1, "users": ["faults-probe"]},
+}
+PROBE_REPLIES = {"subscribed", "presence_state"}
+PROBE_TIMEOUT = 5.0
 
-    async def all_seen() -> bool:
+
+async def reply_to(ws: aiohttp.ClientWebSocketResponse, frame_id: int) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PROBE_TIMEOUT
+    while True:
+        frame = await receive_json(ws, max(0.01, deadline - loop.time()))
+        if frame.get("id") == frame_id:
+            return dict(frame)
+
+
+async def every_replica_routed(stack: Stack, service: str) -> None:
+    """Traefik sends new connections to every running replica of ``service``, and each
+    one serves them (its backplane answers): each node id shows up in a ``hello``
+    followed by a good reply (the balancer spreads the probes)."""
+    running = {c.id[:12] for c in await in_thread(stack.containers, service)}
+    serving: set[str] = set()
+
+    async def probe() -> None:
         async with stack.session() as session:
             ws, hello = await stack.connect(session, service, "faults-probe")
-            await ws.close()
-        seen.add(hello["node"])
-        return running <= seen
+            try:
+                await ws.send_json(PROBES[service])
+                reply = await reply_to(ws, PROBES[service]["id"])
+            finally:
+                await ws.close()
+        if reply["op"] in PROBE_REPLIES:
+            serving.add(hello["node"])
 
-    await eventually(all_seen, timeout=HEALTHY_TIMEOUT, interval=0.1, what=f"{service} routed")
+    async def all_serving() -> bool:
+        # A replica back from a fault may accept and then hang or refuse for a while:
+        # that is a "not yet", and the bounded wait below says so if it lasts.
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, AssertionError):
+            await probe()
+        return running <= serving
+
+    await eventually(
+        all_serving, timeout=HEALTHY_TIMEOUT, interval=0.1, what=f"every {service} replica serving"
+    )
 
 
 async def heal(stack: Stack) -> None:
@@ -210,7 +247,7 @@ SCENARIOS = [
     # a replica that cannot reach Redis past a grace closes its clients with 1013
     Scenario("redis-restart", restart_redis, frozenset({1013})),
     Scenario("redis-kill-9", kill_redis, frozenset({1013})),
-    Scenario("redis-data-loss", redis_loses_its_data, frozenset({1013})),
+    Scenario("redis-data-loss", redis_loses_its_data, frozenset({1013}), state_kept=False),
     Scenario("traefik-restart", restart_traefik, frozenset({1001, 1006})),
     Scenario("replica-partition", partition_busiest_replicas, frozenset({1006, 1013})),
     Scenario("client-absence", clients_go_away, frozenset({1006})),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 __all__ = ["NetCut"]
 
@@ -21,6 +22,7 @@ class NetCut:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._relays: set[asyncio.Task[Any]] = set()
         self._cut = False
 
     async def start(self) -> None:
@@ -28,9 +30,12 @@ class NetCut:
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        self.cut()
         if self._server is not None:
             self._server.close()
+        self.cut()
+        # the relays end once their sockets are aborted; let them, before the loop goes
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
 
     def cut(self) -> None:
@@ -43,6 +48,10 @@ class NetCut:
         self._cut = False
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
         if self._cut:
             writer.transport.abort()
             return

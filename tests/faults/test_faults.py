@@ -22,28 +22,34 @@ def outcome(request: pytest.FixtureRequest, stack: Stack) -> Outcome:
     return asyncio.run(run_scenario(stack, scenario))
 
 
+def assert_none(outcome: Outcome, aspect: str) -> None:
+    problems = outcome.problems[aspect]
+    assert not problems, f"{outcome.scenario}, {aspect}:\n" + "\n".join(problems)
+
+
 def test_chat_every_acknowledged_message_once_in_order(outcome: Outcome) -> None:
-    assert outcome.problems["chat"] == []
+    assert_none(outcome, "chat")
 
 
 def test_ticker_every_acknowledged_notification_once_in_order(outcome: Outcome) -> None:
-    assert outcome.problems["ticker"] == []
+    assert_none(outcome, "ticker")
 
 
 def test_ticker_prices_flow_again(outcome: Outcome) -> None:
-    assert outcome.problems["ticker-prices"] == []
+    assert_none(outcome, "ticker-prices")
 
 
 def test_telephony_presence_is_right_again(outcome: Outcome) -> None:
-    assert outcome.problems["presence"] == []
+    assert_none(outcome, "presence")
 
 
-def test_telephony_call_survives(outcome: Outcome) -> None:
-    assert outcome.problems["call"] == []
+def test_telephony_call_survives_or_ends_visibly(outcome: Outcome) -> None:
+    """Survives every fault but Redis losing its data; then the parties are told."""
+    assert_none(outcome, "call")
 
 
 def test_clients_keep_going_and_see_only_the_faults_close_codes(outcome: Outcome) -> None:
-    assert outcome.problems["clients"] == []
+    assert_none(outcome, "clients")
     scenario = next(s for s in SCENARIOS if s.name == outcome.scenario)
     unexpected = {
         name: codes

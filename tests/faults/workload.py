@@ -233,6 +233,8 @@ class CallFlow(Flow):
         self.events: dict[str, list[dict[str, Any]]] = {name: [] for name in self.clients}
         self.call_id = ""
         self._signals = 0
+        #: set by the runner: False when the fault destroys the backplane's state
+        self.state_kept = True
 
     @property
     def parties(self) -> tuple[str, str]:
@@ -274,7 +276,25 @@ class CallFlow(Flow):
             await asyncio.sleep(SIGNAL_PAUSE)
 
     async def problems(self) -> dict[str, list[str]]:
-        return {"presence": await self.presence_problems(), "call": await self.call_problems()}
+        call = await self.call_problems() if self.state_kept else await self.lost_call_problems()
+        return {"presence": await self.presence_problems(), "call": call}
+
+    async def lost_call_problems(self) -> list[str]:
+        """The call's state is gone with Redis's data: the caller is told so when it
+        signals (``not_found``), rather than talking into the void."""
+
+        async def told() -> bool:
+            await self.signal()
+            await asyncio.sleep(SIGNAL_PAUSE)
+            return self._got(self.caller, "error", code="not_found") or self._got(
+                self.caller, "ended"
+            )
+
+        try:
+            await eventually(told, timeout=10, what="the caller told the call is gone")
+        except AssertionError as error:
+            return [str(error)]
+        return []
 
     async def call_problems(self) -> list[str]:
         """After the fault: a new signal still reaches the callee, and nobody heard the
