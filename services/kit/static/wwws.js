@@ -103,6 +103,7 @@ export function reconnectPolicy(code, attempt, random = Math.random) {
 }
 
 const REQUEST_TIMEOUT_MS = 10000;
+const RESUBSCRIBE_RETRY_MS = 1000;
 // A connection that lived this long was healthy: the next failure starts a fresh backoff.
 // (Resetting on `hello` alone would let a server that accepts and then fails at once
 // keep the client in a tight loop of short delays.)
@@ -338,7 +339,16 @@ export class WwwsClient extends EventTarget {
 
   resubscribe(channel, state) {
     this.sendSub(channel, state, this.connects > 1).catch((error) => {
-      if (error.code !== "disconnected") this.emit("suberror", { ch: channel, error });
+      if (error.code === "disconnected") return; // the next `hello` resubscribes
+      this.emit("suberror", { ch: channel, error });
+      if (error.code === "unavailable") {
+        // "Try again": the backplane is away for a moment. Until the reply, the channel
+        // shows nothing (an automatic one ignores its unsolicited window), so retry.
+        const ws = this.ws;
+        setTimeout(() => {
+          if (this.ws === ws && this.channels.get(channel) === state) this.resubscribe(channel, state);
+        }, RESUBSCRIBE_RETRY_MS);
+      }
     });
   }
 
