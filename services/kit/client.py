@@ -225,7 +225,6 @@ class Client:
     async def _watch(self, users: list[str]) -> dict[str, str]:
         reply = await self.request({"op": "watch", "users": users})
         state: dict[str, str] = reply["users"]
-        self.presence.update(state)
         return state
 
     async def _restore(self) -> None:
@@ -374,8 +373,12 @@ class Client:
             if op == "msg":
                 self._accept(frame)
                 continue
+            # presence in the reader, in arrival order: an event right after the
+            # `presence_state` reply is newer than it
             if op == "presence":
                 self.presence[frame["user"]] = frame["status"]
+            elif op == "presence_state":
+                self.presence.update(frame["users"])
             if op == "subscribed":  # a reply, an auto-subscription or a new epoch
                 self._apply_subscribed(frame)
             future = self._state.pending.get(frame.get("id"))

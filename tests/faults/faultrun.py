@@ -58,21 +58,24 @@ async def run_scenario(stack: Stack, scenario: Scenario) -> Outcome:
         calls = CallFlow(connect, tag)
         calls.state_kept = scenario.state_kept
         flows: list[Flow] = [ChatFlow(connect, tag), ticker, calls]
+        fault = FaultContext(stack, netcut, {})
         try:
             for flow in flows:
                 await flow.start()
-            return await _through_the_fault(stack, scenario, netcut, flows, ticker)
+            return await _through_the_fault(fault, scenario, flows, ticker)
         finally:
             for flow in flows:
                 await flow.close()
             await netcut.stop()
+            for cleanup in fault.cleanups:
+                await cleanup()
 
 
 async def _through_the_fault(
-    stack: Stack, scenario: Scenario, netcut: NetCut, flows: list[Flow], ticker: TickerFlow
+    fault: FaultContext, scenario: Scenario, flows: list[Flow], ticker: TickerFlow
 ) -> Outcome:
     clients = {name: c for flow in flows for name, c in flow.clients.items()}
-    by_service = {
+    fault.clients = {
         s: [c for f in flows if f.service == s for c in f.clients.values()] for s in APP_SERVICES
     }
     stop = asyncio.Event()
@@ -81,7 +84,7 @@ async def _through_the_fault(
 
     reconnects = {name: c.reconnects for name, c in clients.items()}
     started = time.monotonic()
-    await scenario.inject(FaultContext(stack, netcut, by_service))
+    await scenario.inject(fault)
     await eventually(
         lambda: all(c.live for c in clients.values()), timeout=LIVE_TIMEOUT, what="all live"
     )
