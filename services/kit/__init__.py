@@ -22,7 +22,7 @@ from __future__ import annotations
 from .app import build_app
 from .auth import USER_PATTERN, mint_token
 from .backplane import BackplaneUnavailable, Publication
-from .channel_ops import subscribe
+from .channel_ops import op_sub, subscribe, unsubscribe
 from .connection import Connection
 from .protocol import (
     CHANNEL_PATTERN,
@@ -36,6 +36,7 @@ from .protocol import (
     error_frame,
     load_json,
     msg_frame,
+    optional_since,
     require_channel,
     require_object,
     require_str,
@@ -70,9 +71,12 @@ __all__ = [
     "main",
     "mint_token",
     "msg_frame",
+    "op_sub",
+    "optional_since",
     "require_channel",
     "require_object",
     "require_str",
     "require_str_list",
     "subscribe",
+    "unsubscribe",
 ]

@@ -8,10 +8,13 @@
 
 What it guarantees: for every subscribed channel it hands out each publication once, in
 offset order, across reconnects (it resubscribes with the last epoch and offset it saw).
-When the server answers ``recovered: false`` (the gap left the history window, or the
-stream's epoch changed) the gap is recorded in :attr:`Client.gaps`, never hidden.
-A ``publish`` whose ``ack`` did not arrive raises :class:`NotAcknowledged`: the message
-may or may not have been stored, and the caller decides whether to send it again.
+That includes the channels the server subscribes on its own (ticker's ``user:<id>``):
+they are resumed with ``since`` like the others. When the server answers
+``recovered: false`` (the gap left the history window, or the stream's epoch changed) the
+gap is recorded in :attr:`Client.gaps`, never hidden. A ``publish`` whose ``ack`` did not
+arrive raises :class:`NotAcknowledged`: the message may or may not have been stored, and
+the caller decides whether to send it again. Telephony's watched users are watched again
+after a reconnect, and :attr:`Client.presence` keeps their last known status.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import itertools
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -35,6 +39,12 @@ log = logging.getLogger(__name__)
 
 RECONNECT_AT_ONCE = {1001, 1012}
 DO_NOT_RECONNECT = range(4000, 4100)
+ENDED = {
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+}
 
 
 class ClientError(Exception):
@@ -72,15 +82,33 @@ class Client:
         backoff_base: float = 0.1,
         backoff_cap: float = 5.0,
         reply_timeout: float = 10.0,
+        heartbeat: float | None = 10.0,
     ) -> None:
         self.url = url
         self.token = token
         self.node: str | None = None
         self.reconnects = 0
+        #: time.monotonic() when the client was last live (see :attr:`live`)
+        self.live_since: float | None = None
+        #: seconds each lost connection left the client not live (until resubscribed)
+        self.outages: list[float] = []
+        self._lost_at: float | None = None
         self.gaps: list[tuple[str, int, int]] = []  # (channel, last seen, resumed at)
+        #: the close code of every connection that ended (1006: it dropped with no close frame)
+        self.close_codes: list[int] = []
+        #: channels the server refused to resubscribe after a reconnect: (channel, error code)
+        self.dropped: list[tuple[str, str]] = []
+        #: telephony: the last status heard of each watched user
+        self.presence: dict[str, str] = {}
         self._ssl = ssl_context
         self._backoff = (backoff_base, backoff_cap)
         self._reply_timeout = reply_timeout
+        # Pings of our own: a connection whose far end vanished (a replica cut off from the
+        # network) sends no close frame, and only a missing pong reveals it.
+        self._heartbeat = heartbeat
+        # channels resubscribed on this connection whose reply has not come yet
+        self._resuming: set[str] = set()
+        self._watched: set[str] = set()
         self._ids = itertools.count(1)
         self._state = _State()
         self._inbox: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
@@ -88,10 +116,10 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._connected = asyncio.Event()
+        self._live = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self.stopped_with: int | None = None
-        self._close_frame_code: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -114,6 +142,14 @@ class Client:
 
     async def wait_connected(self, within: float = 30.0) -> None:
         await asyncio.wait_for(self._connected.wait(), within)
+
+    @property
+    def live(self) -> bool:
+        """Connected, with every subscription and watch of before restored."""
+        return self._live.is_set()
+
+    async def wait_live(self, within: float = 30.0) -> None:
+        await asyncio.wait_for(self._live.wait(), within)
 
     async def close(self) -> None:
         self._closed = True
@@ -145,6 +181,18 @@ class Client:
             raise ClientError(reply)
         return reply
 
+    async def send(self, frame: dict[str, Any]) -> bool:
+        """Send a frame that has no reply when it succeeds (telephony's ``answer``,
+        ``signal``); an ``error`` about it arrives as an event. False: not connected."""
+        ws = self._ws
+        if ws is None or not self._connected.is_set():
+            return False
+        try:
+            await ws.send_json(frame)
+        except (ConnectionError, aiohttp.ClientError):
+            return False
+        return True
+
     async def subscribe(self, channel: str) -> dict[str, Any]:
         position = self._state.positions.setdefault(channel, _Position())
         return await self._subscribe(channel, position)
@@ -153,6 +201,11 @@ class Client:
         """Return the publication's offset once acknowledged."""
         reply = await self.request({"op": "pub", "ch": channel, "data": data})
         return int(reply["offset"])
+
+    async def watch(self, users: list[str]) -> dict[str, str]:
+        """Telephony: hear ``presence`` of ``users`` (again after every reconnect)."""
+        self._watched.update(users)
+        return await self._watch(users)
 
     async def messages(self) -> AsyncIterator[tuple[str, int, Any]]:
         while True:
@@ -169,6 +222,27 @@ class Client:
         return await asyncio.wait_for(self._events.get(), within)
 
     # -- internals ------------------------------------------------------------------
+    async def _watch(self, users: list[str]) -> dict[str, str]:
+        reply = await self.request({"op": "watch", "users": users})
+        state: dict[str, str] = reply["users"]
+        return state
+
+    async def _restore(self) -> None:
+        """Resubscribe (with ``since``) and watch again what the last connection had."""
+        for channel, position in list(self._state.positions.items()):
+            try:
+                await self._subscribe(channel, position)
+            except ClientError as error:
+                self._resuming.discard(channel)
+                if error.code == "unavailable":
+                    raise  # the backplane is away: reconnect with backoff, try again
+                # refused for good (e.g. forbidden now): say so, and keep the connection
+                log.warning("resubscribing %s refused: %s", channel, error)
+                self.dropped.append((channel, str(error.code)))
+                del self._state.positions[channel]
+        if self._watched:
+            await self._watch(sorted(self._watched))
+
     async def _subscribe(self, channel: str, position: _Position) -> dict[str, Any]:
         frame: dict[str, Any] = {"op": "sub", "ch": channel}
         if position.epoch is not None:
@@ -205,13 +279,14 @@ class Client:
             code: int | None = None
             try:
                 self._ws = await self._session.ws_connect(
-                    self.url, params={"token": self.token}, heartbeat=None
+                    self.url, params={"token": self.token}, heartbeat=self._heartbeat
                 )
             except (aiohttp.ClientError, OSError) as error:
                 log.debug("connect failed: %s", error)
             else:
                 attempt = 0
                 code = await self._serve(self._ws)
+                self.close_codes.append(int(code) if code is not None else 1006)
                 if code is not None and code in DO_NOT_RECONNECT:
                     self.stopped_with = code
                     return
@@ -226,39 +301,60 @@ class Client:
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
         self._hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # Before the first frame is read: an automatic subscription's unsolicited reply
+        # may follow `hello` at once, and must not move a position we resume from.
+        self._resuming = set(self._state.positions)
+        self._server_close_code: int | None = None
         reader = asyncio.create_task(self._read(ws))
         try:
             hello = await asyncio.wait_for(self._hello, self._reply_timeout)
             self.node = hello["node"]
             self._connected.set()
-            for channel, position in list(self._state.positions.items()):
-                await self._subscribe(channel, position)
+            await self._restore()
+            self.live_since = time.monotonic()
+            if self._lost_at is not None:
+                self.outages.append(self.live_since - self._lost_at)
+                self._lost_at = None
+            self._live.set()
             await reader
         except (NotAcknowledged, TimeoutError, ClientError, ConnectionError):
             pass
         finally:
+            if self._live.is_set():
+                self._lost_at = time.monotonic()
+            self._live.clear()
             self._connected.clear()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            for future in self._state.pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionError("connection lost"))
-        # The code of the close frame the server sent, when one arrived: aiohttp's
-        # ``ws.close_code`` turns into 1006 when the server's socket is gone by the time
-        # our reply is written, and 1006 would mean a backoff instead of a prompt move.
-        if self._close_frame_code is not None:
-            return self._close_frame_code
-        return ws.close_code
+            self._fail_waiters()
+            if not ws.closed:  # we gave up on it (a reply timed out): do not leave it open
+                await ws.close()
+        return self._server_close_code if self._server_close_code is not None else ws.close_code
+
+    def _fail_waiters(self) -> None:
+        """The connection is gone: whoever waits for a reply on it hears so now."""
+        lost = ConnectionError("connection lost")
+        if not self._hello.done():
+            self._hello.set_exception(lost)
+        for future in self._state.pending.values():
+            if not future.done():
+                future.set_exception(lost)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._close_frame_code = None
+        try:
+            await self._read_frames(ws)
+        finally:
+            self._fail_waiters()
+
+    async def _read_frames(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             message = await ws.receive()
             if message.type is aiohttp.WSMsgType.CLOSE:
-                self._close_frame_code = int(message.data)
-                return
-            if message.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                # The server's own code: aiohttp's ws.close_code may say 1006 when the
+                # server closed the socket right after its close frame.
+                self._server_close_code = int(message.data)
+            if message.type in ENDED:
                 return
             if message.type is not aiohttp.WSMsgType.TEXT:
                 continue
@@ -268,9 +364,21 @@ class Client:
                 if not self._hello.done():
                     self._hello.set_result(frame)
                 continue
+            if op in ("msg", "subscribed") and frame.get("ch") in self._resuming:
+                if op == "msg" or frame.get("id") not in self._state.pending:
+                    # The automatic subscription's window and what it sent live: all at
+                    # or below what our resubscription's reply will hand out, exactly.
+                    continue
+                self._resuming.discard(frame["ch"])
             if op == "msg":
                 self._accept(frame)
                 continue
+            # presence in the reader, in arrival order: an event right after the
+            # `presence_state` reply is newer than it
+            if op == "presence":
+                self.presence[frame["user"]] = frame["status"]
+            elif op == "presence_state":
+                self.presence.update(frame["users"])
             if op == "subscribed":  # a reply, an auto-subscription or a new epoch
                 self._apply_subscribed(frame)
             future = self._state.pending.get(frame.get("id"))

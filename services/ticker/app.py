@@ -13,13 +13,18 @@ from services.kit import (
     CHANNEL_PATTERN,
     MAX_JSON_DEPTH,
     BackplaneUnavailable,
+    ClientFrame,
     Connection,
     ServiceContext,
     ServiceSpec,
     Settings,
     build_app,
     load_json,
+    op_sub,
+    optional_since,
+    require_channel,
     subscribe,
+    unsubscribe,
 )
 from services.kit.backplane import Backplane
 
@@ -33,6 +38,23 @@ MAX_NOTIFICATION_BYTES = 16 * 1024
 async def subscribe_personal_channel(ctx: ServiceContext, conn: Connection) -> None:
     """Every connection gets its notifications without asking (reply has no ``id``)."""
     await subscribe(ctx, conn, personal_channel(conn.user), None, None)
+
+
+async def op_sub_personal(ctx: ServiceContext[None], conn: Connection, frame: ClientFrame) -> None:
+    """``sub`` as every service has it, except that a ``sub`` of the personal channel
+    replaces the automatic subscription instead of being refused as a duplicate.
+
+    A client that reconnects resumes its notifications like any channel: ``sub`` with
+    ``since`` answers exactly what it missed while away. The old subscription is gone
+    before the new one reads, so every later notification comes once, from the new one;
+    what the automatic subscription already sent has offsets at or below the reply's,
+    which a resuming client ignores (see docs/protocol.md, ticker).
+    """
+    channel = require_channel(frame)
+    if channel == personal_channel(conn.user) and channel in conn.subscriptions:
+        optional_since(frame)  # refuse a malformed ``since`` before dropping anything
+        await unsubscribe(ctx, conn, channel)
+    await op_sub(ctx, conn, frame)
 
 
 def add_publish_api(app: web.Application, ctx: ServiceContext[None]) -> None:
@@ -82,6 +104,7 @@ def _target(body: object) -> str:
 SPEC: ServiceSpec[None] = ServiceSpec(
     name="ticker",
     policy=TickerChannels(),
+    ops={"sub": op_sub_personal},
     on_connect=subscribe_personal_channel,
     setup=add_publish_api,
     static_dir=Path(__file__).parent / "static",

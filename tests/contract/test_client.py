@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 from aiohttp import web
 from helpers import eventually
 from replicas import token
@@ -11,8 +12,11 @@ from replicas import token
 from services.chat.app import create_app
 from services.kit import CONTEXT
 from services.kit.client import Client, ClientError
+from services.kit.hub import ChannelHub
 from services.kit.outbound import close_frame, text_frame
 from services.kit.protocol import encode
+from services.telephony.app import create_app as telephony_app
+from services.ticker.app import create_app as ticker_app
 
 
 def ws_url(client) -> str:
@@ -83,3 +87,81 @@ async def test_client_trusts_the_close_frame_when_the_socket_is_gone_first(aioht
     # With a backoff of up to 1000 s, a second handshake within the test is "at once".
     async with Client(url, token("alice"), backoff_base=1000.0, backoff_cap=1000.0):
         await eventually(lambda: handshakes == 2, timeout=5.0, what="an immediate reconnect")
+
+
+def ticker_url(client) -> str:
+    return str(client.make_url("/ticker/ws")).replace("http://", "ws://")
+
+
+async def drop_connections(server, user: str) -> None:
+    for conn in list(server.app[CONTEXT].replica.connections):
+        if conn.user == user:
+            conn.close(1011, "simulated crash")
+
+
+async def test_client_holds_a_ticker_connection_and_subscribes(replicas):
+    server = await replicas.start(ticker_app, "ticker")
+    hub = ChannelHub(replicas.new_backplane(), "ticker")
+    await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 10.0}))
+    async with Client(ticker_url(server), token("trader"), backoff_base=0.01) as client:
+        reply = await client.subscribe("AAPL")
+        assert reply["recovered"] is False and reply["ch"] == "AAPL"
+        await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 11.0}))
+        prices = []
+        while len(prices) < 2:
+            channel, _offset, data = await asyncio.wait_for(client._inbox.get(), 10)
+            if channel == "AAPL":
+                prices.append(data["price"])
+        assert prices == [10.0, 11.0]
+        await drop_connections(server, "trader")
+        await eventually(lambda: client.reconnects == 1 and client.live, what="one reconnect")
+        await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 12.0}))
+        channel, _offset, data = await asyncio.wait_for(client._inbox.get(), 10)
+        assert (channel, data["price"]) == ("AAPL", 12.0)
+        assert client.reconnects == 1 and client.dropped == [] and client.close_codes == [1011]
+
+
+async def test_client_misses_no_notification_across_a_reconnect(replicas):
+    server = await replicas.start(ticker_app, "ticker")
+    hub = ChannelHub(replicas.new_backplane(), "ticker")
+    async with Client(ticker_url(server), token("notified"), backoff_base=0.2) as client:
+        sent = [await hub.publish("user:notified", orjson.dumps({"n": n})) for n in range(3)]
+        await drop_connections(server, "notified")
+        # published while the client is away or resubscribing, with more than the
+        # personal channel's window (20) of them: only `since` can bring them all back
+        for n in range(3, 40):
+            sent.append(await hub.publish("user:notified", orjson.dumps({"n": n})))
+        await eventually(lambda: client.live and client.reconnects == 1, what="back")
+        for n in range(40, 45):
+            sent.append(await hub.publish("user:notified", orjson.dumps({"n": n})))
+        got = []
+        while len(got) < 45:
+            got.append(await asyncio.wait_for(client._inbox.get(), 10))
+        assert [(ch, data["n"]) for ch, _, data in got] == [("user:notified", n) for n in range(45)]
+        assert [offset for _, offset, _ in got] == [offset for _, offset in sent]
+        assert client.gaps == [] and client.drain_messages() == []
+
+
+async def test_client_watches_again_after_a_reconnect_and_records_close_codes(replicas):
+    server = await replicas.start(telephony_app, "telephony")
+    url = str(server.make_url("/telephony/ws")).replace("http://", "ws://")
+    async with Client(url, token("watcher"), backoff_base=0.01) as watcher:
+        assert await watcher.watch(["bob"]) == {"bob": "offline"}
+        await drop_connections(server, "watcher")
+        await eventually(lambda: watcher.reconnects == 1 and watcher.live, what="back")
+        async with Client(url, token("bob")):
+            # heard only if the new connection watches bob again
+            await eventually(lambda: watcher.presence == {"bob": "online"}, what="online")
+        await eventually(lambda: watcher.presence == {"bob": "offline"}, what="offline")
+        assert watcher.close_codes == [1011]
+
+
+async def test_client_send_relays_a_frame_without_reply(replicas):
+    server = await replicas.start(telephony_app, "telephony")
+    url = str(server.make_url("/telephony/ws")).replace("http://", "ws://")
+    async with Client(url, token("alice")) as alice, Client(url, token("bob")) as bob:
+        ringing = await alice.request({"op": "call", "to": "bob"})
+        incoming = await bob.next_event()
+        assert incoming["op"] == "incoming" and incoming["call_id"] == ringing["call_id"]
+        assert await bob.send({"op": "answer", "call_id": ringing["call_id"]})
+        assert (await alice.next_event())["op"] == "answered"

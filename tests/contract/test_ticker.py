@@ -101,3 +101,49 @@ async def test_publish_api_refuses_data_nested_too_deep_with_400(replicas):
     )
     assert response.status == 400
     assert "nested at most 32 levels" in await response.text()
+
+
+async def notify(hub: ChannelHub, user: str, n: int) -> int:
+    _, offset = await hub.publish(f"user:{user}", orjson.dumps({"n": n}))
+    return offset
+
+
+async def test_resubscribing_the_personal_channel_with_since_resumes_it_exactly(replicas):
+    client = await replicas.start(create_app, "ticker")
+    hub = ChannelHub(replicas.new_backplane(), "ticker")
+    ws = await connect(client, "ticker", "alice")
+    first = await receive_op(ws, "subscribed")
+    for n in range(3):
+        await notify(hub, "alice", n)
+    assert [m["offset"] for m in await collect_msgs(ws, 3)] == [1, 2, 3]
+    await ws.close()
+    for n in range(3, 8):  # while alice is away
+        await notify(hub, "alice", n)
+
+    again = await connect(client, "ticker", "alice")
+    automatic = await receive_op(again, "subscribed")
+    assert automatic["recovered"] is False and automatic["offset"] == 8
+    since = {"epoch": first["epoch"], "offset": 3}
+    await again.send_json({"op": "sub", "id": 1, "ch": "user:alice", "since": since})
+    resumed = await receive_op(again, "subscribed")
+    assert resumed["id"] == 1 and resumed["recovered"] is True
+    assert [p["offset"] for p in resumed["publications"]] == [4, 5, 6, 7, 8]
+    assert [p["data"]["n"] for p in resumed["publications"]] == [3, 4, 5, 6, 7]
+    await notify(hub, "alice", 8)
+    [live] = await collect_msgs(again, 1)
+    assert live["offset"] == 9  # once: the automatic subscription was replaced
+    await notify(hub, "alice", 9)
+    [after] = await collect_msgs(again, 1)
+    assert after["offset"] == 10
+
+
+async def test_a_bad_since_for_the_personal_channel_keeps_the_subscription(replicas):
+    client = await replicas.start(create_app, "ticker")
+    hub = ChannelHub(replicas.new_backplane(), "ticker")
+    ws = await connect(client, "ticker", "alice")
+    await receive_op(ws, "subscribed")
+    await ws.send_json({"op": "sub", "id": 1, "ch": "user:alice", "since": {"epoch": 1}})
+    assert (await receive_op(ws, "error"))["code"] == "bad_request"
+    await notify(hub, "alice", 0)
+    [note] = await collect_msgs(ws, 1)
+    assert note["ch"] == "user:alice" and note["data"]["n"] == 0

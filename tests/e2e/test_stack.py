@@ -199,7 +199,12 @@ async def test_bad_input_through_traefik(stack: Stack):
 
 
 async def test_prometheus_scrapes_every_replica(stack: Stack):
-    expected = {"chat": stack.chat_replicas, "ticker": 1, "ticker-feed": 1, "telephony": 1}
+    expected = {
+        "chat": stack.chat_replicas,
+        "ticker": stack.ticker_replicas,
+        "ticker-feed": 1,
+        "telephony": stack.telephony_replicas,
+    }
     url = f"http://127.0.0.1:{stack.prometheus_port}/api/v1/targets?state=active"
     up: dict[str, int] = {}
     async with aiohttp.ClientSession() as session:

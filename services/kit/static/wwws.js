@@ -103,6 +103,7 @@ export function reconnectPolicy(code, attempt, random = Math.random) {
 }
 
 const REQUEST_TIMEOUT_MS = 10000;
+const RESUBSCRIBE_RETRY_MS = 1000;
 // A connection that lived this long was healthy: the next failure starts a fresh backoff.
 // (Resetting on `hello` alone would let a server that accepts and then fails at once
 // keep the client in a tight loop of short delays.)
@@ -291,7 +292,9 @@ export class WwwsClient extends EventTarget {
     this.setState("open");
     this.emit("hello", { ...frame, resumed });
     for (const [channel, state] of this.channels) {
-      if (!state.auto) this.resubscribe(channel, state);
+      // An automatic channel (ticker's user:<id>) seen before is resumed like any other:
+      // the server lets our `sub` with `since` replace its automatic subscription.
+      if (!state.auto || state.epoch !== null) this.resubscribe(channel, state);
     }
     if (this.onConnect) this.onConnect(this.connects);
   }
@@ -304,7 +307,8 @@ export class WwwsClient extends EventTarget {
    * - resume (default true): after a reconnect ask for what was missed (`since`); false
    *   for channels where only the latest value matters (prices);
    * - auto: the server subscribes this channel by itself on connect (ticker's
-   *   `user:<id>`), so only remember state and never send `sub`;
+   *   `user:<id>`): no `sub` the first time; after a reconnect a `sub` with `since`
+   *   replaces the automatic subscription, so nothing missed is lost;
    * - onReset(info): the history restarted (new epoch or too much missed): the page
    *   should clear what it shows before the fresh window arrives.
    * Returns a Promise of the `subscribed` reply (null for auto channels).
@@ -335,7 +339,16 @@ export class WwwsClient extends EventTarget {
 
   resubscribe(channel, state) {
     this.sendSub(channel, state, this.connects > 1).catch((error) => {
-      if (error.code !== "disconnected") this.emit("suberror", { ch: channel, error });
+      if (error.code === "disconnected") return; // the next `hello` resubscribes
+      this.emit("suberror", { ch: channel, error });
+      if (error.code === "unavailable") {
+        // "Try again": the backplane is away for a moment. Until the reply, the channel
+        // shows nothing (an automatic one ignores its unsolicited window), so retry.
+        const ws = this.ws;
+        setTimeout(() => {
+          if (this.ws === ws && this.channels.get(channel) === state) this.resubscribe(channel, state);
+        }, RESUBSCRIBE_RETRY_MS);
+      }
     });
   }
 
@@ -351,9 +364,14 @@ export class WwwsClient extends EventTarget {
   subscribed(frame) {
     const state = this.channels.get(frame.ch);
     if (!state) return;
+    if (state.auto && state.resuming && frame.id === undefined) {
+      // The automatic subscription's window, while our `sub` with `since` is on its way:
+      // the reply to it holds exactly what we missed (docs/protocol.md, ticker).
+      return;
+    }
     const before = state.offset;
     const pubs = frame.publications || [];
-    const reconnected = state.resuming || (state.auto && this.connects > 1);
+    const reconnected = state.resuming;
     const resuming = reconnected || state.resyncing;
     if (state.epoch !== null && state.epoch !== frame.epoch) {
       // The channel's history was lost and restarted: old offsets mean nothing now.
@@ -364,11 +382,6 @@ export class WwwsClient extends EventTarget {
       const first = pubs.length ? pubs[0].offset : frame.offset + 1;
       if (first > before + 1) {
         // Publications after `before` and older than this window are not in the reply.
-        if (state.auto && !state.resyncing) {
-          // The server subscribed us by itself, without `since`: ask again with it.
-          this.resync(frame.ch, state);
-          return;
-        }
         state.offset = null;
         if (state.onReset) state.onReset({ ch: frame.ch, reason: "gap" });
         this.emit("gap", { ch: frame.ch, reason: "gap" });

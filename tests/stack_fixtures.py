@@ -1,4 +1,10 @@
-"""e2e fixtures: the whole compose stack (pytest-docker), reached through Traefik + TLS."""
+"""The compose stack fixtures (pytest-docker), reached through Traefik + TLS.
+
+A plugin (registered by tests/conftest.py) rather than tests/e2e/conftest.py, so that
+tests/e2e and tests/faults share ONE session stack: starting it is the slow part. The
+fault suite runs after the e2e tests (pytest collects e2e/ before faults/) and puts the
+stack back together after each fault.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,28 @@ import pytest
 from stack import ROOT, Stack
 
 CHAT_REPLICAS = 3
+# two of each, so that a replica's death leaves another for its clients
+TICKER_REPLICAS = 2
+TELEPHONY_REPLICAS = 2
+
+MARKED_FOLDERS = {"tests/e2e/": pytest.mark.e2e, "tests/faults/": pytest.mark.faults}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/e2e/" in str(item.path):
-            item.add_marker(pytest.mark.e2e)
+        for folder, mark in MARKED_FOLDERS.items():
+            if folder in str(item.path):
+                item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack.create(tmp_path_factory.mktemp("e2e"), chat_replicas=CHAT_REPLICAS)
+    stack = Stack.create(
+        tmp_path_factory.mktemp("e2e"),
+        chat_replicas=CHAT_REPLICAS,
+        ticker_replicas=TICKER_REPLICAS,
+        telephony_replicas=TELEPHONY_REPLICAS,
+    )
     stack.write_env_file()
     # Compose lets the shell's environment win over --env-file, and `make` exports some of
     # these (WWWS_PUBLIC_URL, COMPOSE_PROJECT_NAME...) for the user's own stack.
@@ -68,11 +85,11 @@ def docker_cleanup() -> list[str]:
 @pytest.fixture(scope="session")
 def stack(docker_services: object, stack_config: Stack) -> Stack:
     """The stack, once Traefik routes every service (its docker provider lags `up`)."""
-    asyncio.run(_wait_until_routed(stack_config))
+    asyncio.run(wait_until_routed(stack_config))
     return stack_config
 
 
-async def _wait_until_routed(stack: Stack, timeout: float = 60.0) -> None:
+async def wait_until_routed(stack: Stack, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     pending = {"/chat/", "/ticker/", "/telephony/"}
     async with stack.session() as session:

@@ -1,4 +1,5 @@
-"""The real compose stack for the e2e tests: its own project name, free ports, cleanup."""
+"""The real compose stack for the e2e and fault tests: its own project name, free ports,
+cleanup."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from helpers import receive_op
 
 from services.kit.auth import mint_token
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 IMAGES_ENV = ROOT / "deploy" / "build" / "images.env"
 CA_CERT = ROOT / "deploy" / "certs" / "ca.crt"
 
@@ -51,6 +52,8 @@ class Stack:
     secret: str
     api_key: str
     chat_replicas: int
+    ticker_replicas: int
+    telephony_replicas: int
     env_file: Path
     drain_seconds: float = 3.0
     outbound_queue_bytes: int = 256 * 1024
@@ -84,8 +87,8 @@ class Stack:
                 "HTTPS_PORT": str(self.https_port),
                 "PROMETHEUS_PORT": str(self.prometheus_port),
                 "CHAT_REPLICAS": str(self.chat_replicas),
-                "TICKER_REPLICAS": "1",
-                "TELEPHONY_REPLICAS": "1",
+                "TICKER_REPLICAS": str(self.ticker_replicas),
+                "TELEPHONY_REPLICAS": str(self.telephony_replicas),
                 "DOCKER_GID": docker_gid(),
             }
         )
@@ -96,7 +99,9 @@ class Stack:
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.env().items())))
 
     @classmethod
-    def create(cls, workdir: Path, chat_replicas: int) -> Stack:
+    def create(
+        cls, workdir: Path, chat_replicas: int, ticker_replicas: int, telephony_replicas: int
+    ) -> Stack:
         return cls(
             project=f"wwws-e2e-{secrets.token_hex(3)}",
             http_port=free_port(),
@@ -105,6 +110,8 @@ class Stack:
             secret=secrets.token_urlsafe(32),
             api_key=secrets.token_urlsafe(16),
             chat_replicas=chat_replicas,
+            ticker_replicas=ticker_replicas,
+            telephony_replicas=telephony_replicas,
             env_file=workdir / "e2e.env",
         )
 
