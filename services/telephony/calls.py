@@ -139,8 +139,15 @@ class CallDesk:
         if inbox is not None:
             await self.ctx.hub.unsubscribe(inbox, events_channel(conn.user))
         self._offers.pop(conn, None)
-        for call_id in self._mine.pop(conn, {}):
-            await self._end(call_id, conn.user, conn.id, "disconnected", LIVE)
+        calls = self._mine.pop(conn, {})
+        if not _left_on_purpose(conn):
+            # Dropped, drained or cut off: the client comes back (to any replica) and takes
+            # its call over; if it does not, its lease lapses and the other side is told.
+            return
+        for call_id in calls:
+            record = await self.ctx.backplane.record_get(f"call:{call_id}")
+            if record is not None and _holder(record, conn.user) in (None, conn.id):
+                await self._end(call_id, conn.user, conn.id, "disconnected", LIVE)
 
     def _offer(self, conn: Connection, call_id: str) -> bool:
         """Remember that ``call_id`` rings on ``conn``; False if it already did."""
@@ -221,17 +228,40 @@ class CallDesk:
             raise ProtocolError(ErrorCode.NOT_FOUND, "the call has already ended", frame.id)
 
     async def signal(self, conn: Connection, frame: ClientFrame) -> None:
-        call_id, record = await self._party(conn, frame, callee_only=False, own_device=True)
+        call_id, record = await self._party(conn, frame, callee_only=False, own_device=False)
         data = require_object(frame, "data")
         if len(orjson.dumps(data)) > MAX_SIGNAL_BYTES:
             raise ProtocolError(ErrorCode.TOO_LARGE, "signal data is over 16 KiB", frame.id)
         if record["state"] != "active":
             raise ProtocolError(ErrorCode.NOT_FOUND, "the call is not active", frame.id)
+        if _holder(record, conn.user) != conn.id:
+            record = await self._take_over(conn, call_id, record, frame)
         relay = {"op": "signal", "call_id": call_id, "from": conn.user, "data": data}
         if conn.id == record.get("caller_conn"):
             await self._tell(record["callee"], relay, to=record.get("callee_conn"))
         else:
             await self._tell(record["caller"], relay, to=record["caller_conn"])
+
+    async def _take_over(
+        self, conn: Connection, call_id: str, record: dict[str, str], frame: ClientFrame
+    ) -> dict[str, str]:
+        """Move the user's side of an active call to ``conn``: a client that reconnected
+        (its replica died, drained, or it was cut off) carries its call on from the new
+        connection; the device that held it before, if alive, hears ``ended`` elsewhere."""
+        side = "caller" if conn.user == record["caller"] else "callee"
+        previous = record.get(f"{side}_conn")
+        updates = {f"{side}_conn": conn.id, f"{side}_seen": repr(self._clock())}
+        moved = await self.ctx.backplane.record_transition(
+            f"call:{call_id}", {"active"}, updates, self.live_ttl, _guards(record), False
+        )
+        if moved is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "the call is not active", frame.id)
+        self._mine.setdefault(conn, {})[call_id] = (record["caller"], record["callee"])
+        log.info("call taken over", extra={"call": call_id, "user": conn.user, "conn": conn.id})
+        if previous is not None:
+            ended = {"op": "ended", "call_id": call_id, "reason": "moved", "elsewhere": True}
+            await self._tell(conn.user, ended, to=previous)
+        return moved
 
     # -- leases ---------------------------------------------------------------------
     def abandon(self) -> None:
@@ -283,6 +313,9 @@ class CallDesk:
             if await self.ctx.backplane.record_get(f"call:{call_id}") is None:
                 ended = {"op": "ended", "call_id": call_id, "reason": "disconnected"}
                 conn.send(encode(ended), "ended")
+            return
+        if record["state"] == "active" and record.get(f"{side}_conn") != conn.id:
+            self._mine.get(conn, {}).pop(call_id, None)  # taken over by another connection
             return
         # While it rings nobody holds the callee's side: only the caller has a lease.
         other = "callee" if side == "caller" else "caller"
@@ -395,6 +428,17 @@ class CallDesk:
         if skip is not None:
             event["skip"] = skip
         await self.ctx.hub.publish(events_channel(user), orjson.dumps(event))
+
+
+def _holder(record: dict[str, str], user: str) -> str | None:
+    """The connection holding ``user``'s side of the call (None: not answered yet)."""
+    return record.get("caller_conn" if user == record["caller"] else "callee_conn")
+
+
+def _left_on_purpose(conn: Connection) -> bool:
+    """The client closed the socket itself (a close frame with 1000 or 1001), rather than
+    the server closing it (drain, outage, slow consumer) or the connection dropping."""
+    return conn.close_code is None and conn.ws.close_code in (1000, 1001)
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -74,13 +74,23 @@ async def test_call_answer_signal_hangup_across_replicas(replicas):
     await bob_phone.send_json({"op": "signal", "call_id": call_id, "data": {"type": "answer"}})
     assert (await next_frame(alice, "signal"))["from"] == "bob"
     await nothing_more(bob_laptop)  # the other device is out of the call
-    await bob_laptop.send_json({"op": "signal", "id": 9, "call_id": call_id, "data": {}})
-    assert (await next_frame(bob_laptop, "error"))["code"] == "forbidden"
-    # ...but any of bob's devices may end bob's call (the one holding it may be gone)
-    await bob_laptop.send_json({"op": "hangup", "call_id": call_id})
+    # A signal from bob's other device takes the call over (a client that reconnected
+    # carries its call on): the phone hears it moved, alice now talks to the laptop.
+    await bob_laptop.send_json({"op": "signal", "id": 9, "call_id": call_id, "data": {"n": 1}})
+    moved = await next_frame(bob_phone, "ended")
+    assert moved == {"op": "ended", "call_id": call_id, "reason": "moved", "elsewhere": True}
+    assert (await next_frame(alice, "signal"))["data"] == {"n": 1}
+    await alice.send_json({"op": "signal", "call_id": call_id, "data": {"n": 2}})
+    assert (await next_frame(bob_laptop, "signal"))["data"] == {"n": 2}
+    await bob_phone.close()  # the phone leaving on purpose does not end the moved call
+    await alice.send_json({"op": "signal", "call_id": call_id, "data": {"n": 4}})
+    assert (await next_frame(bob_laptop, "signal"))["data"] == {"n": 4}
+    # Any of bob's devices may end bob's call (the one holding it may be gone).
+    bob_tablet = await connect(two, "telephony", "bob")
+    await bob_tablet.send_json({"op": "hangup", "call_id": call_id})
     ended = await next_frame(alice, "ended")
     assert ended == {"op": "ended", "call_id": call_id, "reason": "hangup"}
-    assert await next_frame(bob_phone, "ended") == {**ended, "elsewhere": True}
+    assert await next_frame(bob_laptop, "ended") == {**ended, "elsewhere": True}
 
 
 async def test_offline_busy_reject_and_cancel(replicas):

@@ -1,8 +1,8 @@
 """kill -9 the callee's telephony replica mid-call: the caller hears `ended` within the
 lease bound, and both users can call again (README, telephony; docs/protocol.md).
 
-The default stack runs one telephony replica; this test scales it to two for its own
-duration (compose `--scale`, as `make scale S=telephony N=2` does) and back to one after.
+The test needs two telephony replicas (the test stack runs two; compose `--scale`, as
+`make scale S=telephony N=2` does, makes sure) and puts the killed one back after.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ def _scale_telephony(stack: Stack, replicas: int) -> None:
 
 @pytest.fixture
 def two_telephony_replicas(stack: Stack) -> Iterator[Stack]:
-    _scale_telephony(stack, 2)
+    _scale_telephony(stack, max(2, stack.telephony_replicas))
     try:
         yield stack
     finally:
-        _scale_telephony(stack, 1)  # the other tests count one telephony replica
+        # The other tests count the stack's own number of replicas, the killed one included.
+        _scale_telephony(stack, stack.telephony_replicas)
 
 
 async def connect_on(
