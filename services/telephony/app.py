@@ -121,7 +121,7 @@ class NoChannels(ChannelPolicy):
 
 def setup(app: web.Application, ctx: ServiceContext) -> None:
     ctx.extras[ROSTER] = add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence)
-    ctx.extras[DESK] = CallDesk(ctx, ctx.settings.ring_timeout_seconds)
+    ctx.extras[DESK] = CallDesk(ctx, roster(ctx), ONLINE, ctx.settings.ring_timeout_seconds)
 
 
 SPEC = ServiceSpec(

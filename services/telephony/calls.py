@@ -1,11 +1,13 @@
 """Call signalling: offer → ring → answer / reject / timeout → hangup, across replicas.
 
-A call is a record in the backplane (``call:<id>``: caller, callee, state, the caller's and
-the answering connection) changed only by compare-and-set on its state, with a guard per
-user (``busy:<user>``) so a user is in one call at a time. Frames reach users through a
-per-user events channel (``#calls:<user>``) that every telephony connection of that user
-follows, on whichever replica it is; an event may name one connection (``to``) or leave
-one out (``skip``), so a call settles on the device that answered.
+A call is a record in the backplane's store (``call:<id>``, see call_records: caller,
+callee, state, the caller's and the answering connection) changed only by compare-and-set
+on its state, with a guard per user (``busy:<user>``) so a user is in one call at a time.
+Frames reach users through a per-user events channel (``#calls:<user>``) that every
+telephony connection of that user follows, on whichever replica it is. The channel is
+ephemeral (delivered live, never stored), so no signalling payload stays in Redis. An
+event may name one connection (``to``) or leave one out (``skip``), so a call settles on
+the device that answered.
 
 States: ringing → active → ended; ringing → rejected | missed | ended (cancelled).
 A ringing call is missed after ``ring_timeout`` (the caller's replica keeps the timer; if
@@ -34,7 +36,10 @@ from services.kit.protocol import (
     require_object,
     require_str,
 )
+from services.kit.roster import Roster
 from services.kit.service import ServiceContext
+
+from .call_records import call_records_for
 
 __all__ = ["CallDesk"]
 
@@ -68,8 +73,14 @@ class _Inbox:
 
 
 class CallDesk:
-    def __init__(self, ctx: ServiceContext, ring_timeout: float = 30.0) -> None:
+    def __init__(
+        self, ctx: ServiceContext, presence: Roster, online: str, ring_timeout: float = 30.0
+    ) -> None:
+        """``presence``: the roster whose group ``online`` holds every connected user."""
         self.ctx = ctx
+        self._presence = presence
+        self._online = online
+        self._records = call_records_for(ctx.backplane)
         self.ring_timeout = ring_timeout
         self._inboxes: dict[Connection, _Inbox] = {}
         self._mine: dict[Connection, set[str]] = {}  # calls this connection is a party to
@@ -78,7 +89,7 @@ class CallDesk:
     # -- connections ----------------------------------------------------------------
     async def connected(self, conn: Connection) -> None:
         inbox = self._inboxes[conn] = _Inbox(conn)
-        await self.ctx.hub.subscribe(inbox, events_channel(conn.user), None, 0, lambda _: None)
+        await self.ctx.hub.subscribe_live(inbox, events_channel(conn.user))
 
     async def disconnected(self, conn: Connection) -> None:
         inbox = self._inboxes.pop(conn, None)
@@ -92,7 +103,7 @@ class CallDesk:
         callee = require_str(frame, "to", 64)
         if not CHANNEL_PATTERN.fullmatch(callee) or callee == conn.user:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "to must be another user's id", frame.id)
-        present = await self.ctx.backplane.presence_contains("online", [callee])
+        present = await self._presence.contains(self._online, [callee])
         if not present[callee]:
             conn.send(encode({"op": "offline", "id": frame.id}), "offline")
             return
@@ -104,9 +115,7 @@ class CallDesk:
             "caller_conn": conn.id,
         }
         guards = [f"busy:{conn.user}", f"busy:{callee}"]
-        if not await self.ctx.backplane.record_create(
-            f"call:{call_id}", record, RINGING_TTL, guards
-        ):
+        if not await self._records.create(f"call:{call_id}", record, RINGING_TTL, guards):
             conn.send(encode({"op": "busy", "id": frame.id}), "busy")
             return
         self._mine.setdefault(conn, set()).add(call_id)
@@ -161,7 +170,7 @@ class CallDesk:
     ) -> tuple[str, dict[str, str]]:
         """The call named by the frame, if ``conn`` may act on it."""
         call_id = require_str(frame, "call_id", 64)
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such call", frame.id)
         parties = {record["callee"]} if callee_only else {record["caller"], record["callee"]}
@@ -190,12 +199,12 @@ class CallDesk:
             updates["reason"] = reason
         guards = [f"busy:{record['caller']}", f"busy:{record['callee']}"]
         release = state != "active"
-        return await self.ctx.backplane.record_transition(
+        return await self._records.transition(
             f"call:{call_id}", expect, updates, ttl, guards, release
         )
 
     async def _end(self, call_id: str, by: Connection, reason: str, expect: set[str]) -> bool:
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None:
             return False
         ended = await self._move(call_id, record, expect, "ended", by, ENDED_TTL, reason)
@@ -218,11 +227,11 @@ class CallDesk:
         task.add_done_callback(_log_failure)
 
     async def _missed(self, call_id: str) -> None:
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None:
             return
         guards = [f"busy:{record['caller']}", f"busy:{record['callee']}"]
-        moved = await self.ctx.backplane.record_transition(
+        moved = await self._records.transition(
             f"call:{call_id}", {"ringing"}, {"state": "missed"}, ENDED_TTL, guards, True
         )
         if moved is not None:
@@ -243,7 +252,7 @@ class CallDesk:
             event["to"] = to
         if skip is not None:
             event["skip"] = skip
-        await self.ctx.hub.publish(events_channel(user), orjson.dumps(event))
+        await self.ctx.hub.publish(events_channel(user), orjson.dumps(event), history=False)
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -355,7 +355,8 @@ export class WwwsClient extends EventTarget {
     const pubs = frame.publications || [];
     const reconnected = state.resuming || (state.auto && this.connects > 1);
     const resuming = reconnected || state.resyncing;
-    if (state.epoch !== null && state.epoch !== frame.epoch) {
+    // An empty epoch ("") is a channel that had no stream yet: its first one is no loss.
+    if (state.epoch !== null && state.epoch !== "" && state.epoch !== frame.epoch) {
       // The channel's history was lost and restarted: old offsets mean nothing now.
       state.offset = null;
       if (state.onReset) state.onReset({ ch: frame.ch, reason: "epoch" });

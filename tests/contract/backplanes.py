@@ -1,0 +1,57 @@
+"""Backplanes for the contract tests, with the faults a test may inject into their store:
+memory replicas share one MemoryState, Redis replicas one real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from services.kit.backplane import Backplane, MemoryBackplane, MemoryState, RedisBackplane
+from services.kit.backplane.broker_redis import stream_keys
+
+
+class BackplaneFactory:
+    """``factory(**options)`` makes one replica's backplane; all share one store."""
+
+    def __init__(self, redis_url: str | None = None) -> None:
+        self.redis_url = redis_url
+        self.state = MemoryState()
+        if redis_url is not None:
+            self.client().flushdb()
+
+    @property
+    def kind(self) -> str:
+        return "memory" if self.redis_url is None else "redis"
+
+    def __call__(self, **options: Any) -> Backplane:
+        if self.redis_url is None:
+            return MemoryBackplane(self.state, **options)
+        return RedisBackplane(self.redis_url, **options)
+
+    def client(self) -> redis.Redis:
+        assert self.redis_url is not None
+        return redis.Redis.from_url(self.redis_url)
+
+    def flush(self) -> None:
+        """Lose every stream and presence entry, as a Redis restarted without AOF."""
+        if self.redis_url is None:
+            self.state.flush()
+        else:
+            self.client().flushall()
+
+    def stored(self) -> list[str]:
+        """What the store holds: Redis keys, or the memory state's streams and groups."""
+        if self.redis_url is None:
+            return sorted([*self.state.streams, *self.state.presence])
+        return sorted(key.decode() for key in self.client().keys("*"))
+
+    def append_without_delivery(self, channel: str, data: bytes) -> int:
+        """Store a publication whose live message is lost (as after a dropped connection)."""
+        if self.redis_url is None:
+            return self.state.append_without_delivery(channel, data)
+        meta, stream, _ = stream_keys(channel)
+        client = self.client()
+        offset = int(client.hincrby(meta, "top", 1))
+        client.xadd(stream, {"d": data, "t": 0}, id=f"{offset}-0")
+        return offset
