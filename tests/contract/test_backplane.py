@@ -251,9 +251,7 @@ async def test_presence_counts_users_once_and_expires(backplanes):
     assert await presence.members("other") == set()
 
 
-async def test_presence_refresh_extends_and_re_creates_lost_entries(
-    backplanes, backplane_factory
-):
+async def test_presence_refresh_extends_and_re_creates_lost_entries(backplanes, backplane_factory):
     presence = backplanes().presence
     await presence.join("room", "bob", "r1/a", ttl=5)
     await presence.join("room", "bob", "r1/b", ttl=5)
