@@ -46,6 +46,29 @@ class BackplaneFactory:
             return sorted([*self.state.streams, *self.state.presence])
         return sorted(key.decode() for key in self.client().keys("*"))
 
+    def stored_values(self) -> list[bytes]:
+        """Every value the store holds (Redis: of strings, hashes, sets, zsets, streams),
+        to look for what must not be stored."""
+        if self.redis_url is None:
+            return [p.data for stream in self.state.streams.values() for p in stream.entries]
+        client = self.client()
+        values: list[bytes] = []
+        for key in client.keys("*"):
+            kind = client.type(key).decode()
+            if kind == "string":
+                values.append(client.get(key))
+            elif kind == "hash":
+                values.extend(client.hgetall(key).values())
+            elif kind == "zset":
+                values.extend(client.zrange(key, 0, -1))
+            elif kind == "set":
+                values.extend(client.smembers(key))
+            elif kind == "stream":
+                values.extend(v for _, fields in client.xrange(key) for v in fields.values())
+            else:
+                raise AssertionError(f"unexpected {kind} at {key!r}")
+        return values
+
     def append_without_delivery(self, channel: str, data: bytes) -> int:
         """Store a publication whose live message is lost (as after a dropped connection)."""
         if self.redis_url is None:
