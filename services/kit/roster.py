@@ -82,6 +82,11 @@ class Roster:
         if entry is not None and await self._presence.leave(self._key(group), conn.user, entry):
             await self._announce(group, conn.user, False)
 
+    def abandon_entries(self) -> None:
+        """Fault injection (tests): stop refreshing this replica's own entries without
+        leaving, as a replica that died would; the store expires them after the TTL."""
+        self._local.clear()
+
     async def members(self, group: str) -> set[str]:
         return await self._presence.members(self._key(group))
 

@@ -178,7 +178,7 @@ async def test_members_of_a_dead_replica_leave_after_the_ttl(replicas):
     # replica two stops refreshing, as if it died
     two.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT].extras[
         "membership"
-    ]._local.clear()
+    ].abandon_entries()
     assert await receive_op(alice, "leave", timeout=5) == {
         "op": "leave",
         "ch": "lobby",

@@ -55,7 +55,7 @@ async def test_dead_replica_users_expire(replicas):
     assert (await receive_op(alice, "presence"))["status"] == "online"
     # Replica two dies without cleaning up: stop its refresh loop, then wait for expiry.
     tracker = two.app[__import__("services.kit.app", fromlist=["CONTEXT"]).CONTEXT]
-    tracker.extras["roster"]._local.clear()
+    tracker.extras["roster"].abandon_entries()
     event = await asyncio.wait_for(receive_op(alice, "presence", timeout=5), 5)
     assert event["status"] == "offline"
 
