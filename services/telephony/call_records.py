@@ -19,7 +19,25 @@ from services.kit.backplane import (
     RedisConnection,
 )
 
-__all__ = ["CallRecords", "MemoryCallRecords", "RedisCallRecords", "call_records_for"]
+__all__ = [
+    "CallRecords",
+    "MemoryCallRecords",
+    "RedisCallRecords",
+    "Transition",
+    "call_records_for",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A compare-and-set: if the record's ``state`` is in ``expect``, apply ``updates``,
+    set its TTL, and release (delete) or extend the ``guards`` that point to it."""
+
+    expect: frozenset[str]
+    updates: dict[str, str]
+    ttl: float
+    guards: list[str]
+    release: bool
 
 
 class CallRecords(abc.ABC):
@@ -28,17 +46,8 @@ class CallRecords(abc.ABC):
         """Create ``key`` unless it or any guard exists; the guards then point to it."""
 
     @abc.abstractmethod
-    async def transition(
-        self,
-        key: str,
-        expect: set[str],
-        updates: dict[str, str],
-        ttl: float,
-        guards: list[str],
-        release: bool,
-    ) -> dict[str, str] | None:
-        """If the record's ``state`` is in ``expect``: apply ``updates``, set its TTL, and
-        release (delete) or extend the guards that point to it; return the new record."""
+    async def transition(self, key: str, change: Transition) -> dict[str, str] | None:
+        """Apply ``change`` if the record's state allows it; return the new record."""
 
     @abc.abstractmethod
     async def get(self, key: str) -> dict[str, str] | None: ...
@@ -92,24 +101,16 @@ class MemoryCallRecords(CallRecords):
             self._tables.guards[guard] = (key, expiry)
         return True
 
-    async def transition(
-        self,
-        key: str,
-        expect: set[str],
-        updates: dict[str, str],
-        ttl: float,
-        guards: list[str],
-        release: bool,
-    ) -> dict[str, str] | None:
+    async def transition(self, key: str, change: Transition) -> dict[str, str] | None:
         record = self._record(key)
-        if record is None or record.get("state") not in expect:
+        if record is None or record.get("state") not in change.expect:
             return None
-        record.update(updates)
-        expiry = self._clock() + ttl
+        record.update(change.updates)
+        expiry = self._clock() + change.ttl
         self._tables.records[key] = (record, expiry)
-        for guard in guards:
+        for guard in change.guards:
             if self._guard(guard) == key:
-                if release:
+                if change.release:
                     del self._tables.guards[guard]
                 else:
                     self._tables.guards[guard] = (key, expiry)
@@ -142,18 +143,11 @@ class RedisCallRecords(CallRecords):
             args.extend((name, value))
         return bool(await self._redis.run(self._create, keys, args))
 
-    async def transition(
-        self,
-        key: str,
-        expect: set[str],
-        updates: dict[str, str],
-        ttl: float,
-        guards: list[str],
-        release: bool,
-    ) -> dict[str, str] | None:
-        keys = [_key(key), *(_key(g) for g in guards)]
-        args: list[Any] = [int(ttl * 1000), ",".join(sorted(expect)), "1" if release else "0"]
-        for name, value in updates.items():
+    async def transition(self, key: str, change: Transition) -> dict[str, str] | None:
+        keys = [_key(key), *(_key(g) for g in change.guards)]
+        expect = ",".join(sorted(change.expect))
+        args: list[Any] = [int(change.ttl * 1000), expect, "1" if change.release else "0"]
+        for name, value in change.updates.items():
             args.extend((name, value))
         found = await self._redis.run(self._transition, keys, args)
         if found is None:

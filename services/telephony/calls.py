@@ -39,7 +39,7 @@ from services.kit.protocol import (
 from services.kit.roster import Roster
 from services.kit.service import ServiceContext
 
-from .call_records import call_records_for
+from .call_records import Transition, call_records_for
 
 __all__ = ["CallDesk"]
 
@@ -199,9 +199,8 @@ class CallDesk:
             updates["reason"] = reason
         guards = [f"busy:{record['caller']}", f"busy:{record['callee']}"]
         release = state != "active"
-        return await self._records.transition(
-            f"call:{call_id}", expect, updates, ttl, guards, release
-        )
+        change = Transition(frozenset(expect), updates, ttl, guards, release)
+        return await self._records.transition(f"call:{call_id}", change)
 
     async def _end(self, call_id: str, by: Connection, reason: str, expect: set[str]) -> bool:
         record = await self._records.get(f"call:{call_id}")
@@ -231,9 +230,8 @@ class CallDesk:
         if record is None:
             return
         guards = [f"busy:{record['caller']}", f"busy:{record['callee']}"]
-        moved = await self._records.transition(
-            f"call:{call_id}", {"ringing"}, {"state": "missed"}, ENDED_TTL, guards, True
-        )
+        change = Transition(frozenset({"ringing"}), {"state": "missed"}, ENDED_TTL, guards, True)
+        moved = await self._records.transition(f"call:{call_id}", change)
         if moved is not None:
             missed = {"op": "missed", "call_id": call_id}
             await self._tell(record["caller"], missed, to=record["caller_conn"])
