@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from services.kit.backplane import Backplane, MemoryBackplane, MemoryState, RedisBackplane
-from services.kit.backplane.broker_redis import stream_keys
+from services.kit.backplane.broker_redis import idempotency_keys, stream_keys
 
 
 class BackplaneFactory:
@@ -45,6 +45,13 @@ class BackplaneFactory:
         if self.redis_url is None:
             return sorted([*self.state.streams, *self.state.presence])
         return sorted(key.decode() for key in self.client().keys("*"))
+
+    def idempotency_key_count(self, channel: str) -> int:
+        """How many idempotency keys the store keeps for ``channel``."""
+        if self.redis_url is None:
+            stream = self.state.streams.get(channel)
+            return 0 if stream is None else len(stream.idempotency)
+        return int(self.client().hlen(idempotency_keys(channel)))
 
     def stored_values(self) -> list[bytes]:
         """Every value the store holds (Redis: of strings, hashes, sets, zsets, streams),

@@ -139,6 +139,21 @@ async def test_an_idempotency_key_publishes_once_within_the_window(backplanes):
     assert again == 7
 
 
+async def test_idempotency_keys_are_kept_no_longer_than_their_entries(
+    backplanes, backplane_factory
+):
+    """A client sending a new key with every publication cannot grow the store past the
+    history window."""
+    broker = backplanes(history_size=3).broker
+    for n in range(20):
+        await broker.publish("ch", b"{}", idempotency_key=f"alice/{n}")
+    assert backplane_factory.idempotency_key_count("ch") == 3
+    assert await broker.publish("ch", b"{}", idempotency_key="alice/19") == (
+        (await broker.history("ch", limit=1, reverse=True)).epoch,
+        20,
+    )
+
+
 async def test_ephemeral_publications_reach_every_replica_and_store_nothing(
     backplanes, backplane_factory
 ):

@@ -32,6 +32,7 @@ class MemoryBroker(Broker):
             while stream.published_at and stream.published_at[0] < cutoff:
                 stream.entries.popleft()
                 stream.published_at.popleft()
+            _forget_keys_outside_the_window(stream)
         return stream
 
     async def publish(
@@ -43,11 +44,8 @@ class MemoryBroker(Broker):
         stream = self._trimmed(channel)
         if stream is None:
             stream = self._state.streams[channel] = MemoryStream()
-        if idempotency_key:
-            first = stream.entries[0].offset if stream.entries else stream.top + 1
-            stream.idempotency = {k: o for k, o in stream.idempotency.items() if o >= first}
-            if idempotency_key in stream.idempotency:
-                return stream.epoch, stream.idempotency[idempotency_key]
+        if idempotency_key in stream.idempotency:
+            return stream.epoch, stream.idempotency[idempotency_key]
         stream.top += 1
         publication = Publication(stream.top, data)
         stream.entries.append(publication)
@@ -57,6 +55,7 @@ class MemoryBroker(Broker):
             stream.published_at.popleft()
         if idempotency_key:
             stream.idempotency[idempotency_key] = stream.top
+        _forget_keys_outside_the_window(stream)
         self._fan_out(channel, stream.epoch, publication)
         return stream.epoch, stream.top
 
@@ -94,3 +93,10 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         for channel in [c for c, ls in self._state.listeners.items() if self in ls]:
             await self.unlisten(channel)
+
+
+def _forget_keys_outside_the_window(stream: MemoryStream) -> None:
+    """Idempotency keys live as long as their entry is in the window, no longer."""
+    first = stream.entries[0].offset if stream.entries else stream.top + 1
+    if any(offset < first for offset in stream.idempotency.values()):
+        stream.idempotency = {k: o for k, o in stream.idempotency.items() if o >= first}

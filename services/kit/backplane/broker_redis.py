@@ -2,7 +2,8 @@
 
 Keys per channel ``c`` (the ``{c}`` hash tag keeps them on one cluster slot):
 ``wwws:{c}:m`` hash (epoch, top offset), ``wwws:{c}:s`` stream with entry ids ``<offset>-0``,
-``wwws:{c}:i:<key>`` the offset an idempotency key got, and pub/sub channel ``wwws:{c}:p``.
+``wwws:{c}:i`` hash of the idempotency keys of the entries in the window (key -> offset),
+and pub/sub channel ``wwws:{c}:p``.
 Publishing is one Lua script (offset, append, trim, expire, publish), so offsets are
 gapless and every replica sees them in the same order. An ephemeral publication is a
 plain PUBLISH on the same pub/sub channel and leaves nothing in Redis.
@@ -29,7 +30,7 @@ from .broker import (
 )
 from .redis_connection import RedisConnection
 
-__all__ = ["RedisBroker", "stream_keys"]
+__all__ = ["RedisBroker", "idempotency_keys", "stream_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ def stream_keys(channel: str) -> tuple[str, str, str]:
     return f"{base}:m", f"{base}:s", f"{base}:p"
 
 
-def _idempotency_key(channel: str, key: str) -> str:
-    return f"wwws:{{{channel}}}:i:{key}"
+def idempotency_keys(channel: str) -> str:
+    """The hash of the channel's idempotency keys."""
+    return f"wwws:{{{channel}}}:i"
 
 
 class RedisBroker(Broker):
@@ -77,9 +79,7 @@ class RedisBroker(Broker):
             message = b"%b:%d:%b" % (NO_EPOCH.encode(), EPHEMERAL_OFFSET, data)
             await self._redis.call(self._redis.client.publish(pubsub, message))
             return NO_EPOCH, EPHEMERAL_OFFSET
-        keys = [meta, stream]
-        if idempotency_key:
-            keys.append(_idempotency_key(channel, idempotency_key))
+        keys = [meta, stream, idempotency_keys(channel)]
         args = [
             data,
             secrets.token_hex(4),
@@ -87,6 +87,7 @@ class RedisBroker(Broker):
             self._history_ttl_ms,
             pubsub,
             self._history_max_age_ms,
+            idempotency_key,
         ]
         epoch, top = await self._redis.run(self._publish, keys, args)
         return epoch.decode(), int(top)
