@@ -210,7 +210,7 @@ class Harness:
             target.server = None
 
     def _wwws_ticker(self, run: Run, server: Server) -> Any:
-        from services.kit.backplane.redis import RedisBackplane
+        from services.kit.backplane import RedisBackplane
         from services.kit.hub import ChannelHub
 
         port = self.ports["wwws-ticker"]

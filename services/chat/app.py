@@ -19,7 +19,7 @@ from services.kit import (
     msg_frame,
     require_channel,
 )
-from services.kit.backplane import Backplane
+from services.kit.backplane import MAX_OFFSET, Backplane
 from services.kit.roster import Roster
 
 from .membership import op_members, room_joined, room_left, setup_membership
@@ -35,8 +35,11 @@ async def op_history(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
     channel = require_channel(frame)
     before = frame.body.get("before")
     limit = frame.body.get("limit", 50)
-    if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "before must be an integer offset", frame.id)
+    if before is not None and (
+        not isinstance(before, int) or isinstance(before, bool) or not 0 <= before <= MAX_OFFSET
+    ):
+        message = f"before must be an offset from 0 to {MAX_OFFSET}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message, frame.id)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_HISTORY_PAGE:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be 1-{MAX_HISTORY_PAGE}", frame.id)
     page = await ctx.hub.history(channel, before, limit)

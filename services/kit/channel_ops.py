@@ -24,6 +24,7 @@ from .service import OpHandler, ServiceContext
 __all__ = ["CHANNEL_OPS", "MAX_SUBSCRIPTIONS", "subscribe", "unsubscribe"]
 
 MAX_SUBSCRIPTIONS = 100
+MAX_IDEM = 64  # characters of a pub's idempotency key
 
 
 async def op_sub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
@@ -114,7 +115,14 @@ async def op_pub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> N
         raise ProtocolError(
             ErrorCode.TOO_LARGE, f"data is over {policy.max_data_bytes} bytes", frame.id
         )
-    _, offset = await ctx.hub.publish(channel, payload)
+    idem = frame.body.get("idem")
+    if idem is not None and (not isinstance(idem, str) or not 0 < len(idem) <= MAX_IDEM):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"idem must be a string of 1-{MAX_IDEM} characters", frame.id
+        )
+    # Scoped to the user, so nobody can use up another user's key to drop their message.
+    key = "" if idem is None else f"{conn.user}/{idem}"
+    _, offset = await ctx.hub.publish(channel, payload, idempotency_key=key)
     conn.send(encode({"op": "ack", "id": frame.id, "ch": channel, "offset": offset}), "ack")
 
 

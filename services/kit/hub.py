@@ -5,6 +5,10 @@ serialises each publication once, and hands the same bytes to every subscriber.
 It also makes subscribing race-free: a subscriber that is joining buffers the live
 publications until its history read is answered, then receives only offsets after
 the ones in that answer, so nothing is lost or delivered twice.
+
+Ephemeral channels (internal events, call signalling) have no stream: their subscribers
+join with :meth:`ChannelHub.subscribe_live` and get every publication that arrives from
+then on, without offsets, gap detection or history reads.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .backplane import Backplane, Publication, ReadResult
+from .backplane import NO_EPOCH, Backplane, Publication, ReadResult
 from .protocol import Since, msg_frame
 
 __all__ = ["ChannelHub", "SubscribeResult", "Subscriber"]
@@ -50,6 +54,7 @@ class _LocalChannel:
     # subscribers whose history read is still in flight -> live publications meanwhile
     joining: dict[Subscriber, list[Publication]] = field(default_factory=dict)
     filling: bool = False
+    ephemeral: bool = False  # no stream: publications are delivered as they come
     held: list[tuple[str, Publication]] = field(default_factory=list)
 
     @property
@@ -65,13 +70,13 @@ class ChannelHub:
         fill_limit: int = 1000,
         on_fanout: Callable[[Publication, int], None] | None = None,
     ) -> None:
-        self._backplane = backplane
+        self._broker = backplane.broker
         self._prefix = f"{namespace}:"
         self._fill_limit = fill_limit
         self._channels: dict[str, _LocalChannel] = {}
         self._on_fanout = on_fanout
         self._tasks: set[asyncio.Task[None]] = set()
-        backplane.set_callbacks(self._on_live, self._on_resync)
+        self._broker.set_callbacks(self._on_live, self._on_resync)
 
     def backplane_channel(self, channel: str) -> str:
         return self._prefix + channel
@@ -80,8 +85,25 @@ class ChannelHub:
     def channel_count(self) -> int:
         return len(self._channels)
 
-    async def publish(self, channel: str, data: bytes) -> tuple[str, int]:
-        return await self._backplane.publish(self.backplane_channel(channel), data)
+    async def publish(
+        self, channel: str, data: bytes, *, history: bool = True, idempotency_key: str = ""
+    ) -> tuple[str, int]:
+        """Publish to every replica; ``history=False`` for an ephemeral channel (nothing
+        stored, no offset). See :meth:`Broker.publish` for ``idempotency_key``."""
+        return await self._broker.publish(
+            self.backplane_channel(channel),
+            data,
+            history=history,
+            idempotency_key=idempotency_key,
+        )
+
+    async def subscribe_live(self, subscriber: Subscriber, channel: str) -> None:
+        """Join an ephemeral channel: every publication from now on, nothing older."""
+        local = await self._attach(channel, subscriber)
+        local.ephemeral = True
+        if subscriber in local.joining and self._channels.get(channel) is local:
+            del local.joining[subscriber]
+            local.live[subscriber] = 0
 
     async def subscribe(
         self,
@@ -100,7 +122,7 @@ class ChannelHub:
             local.joining.pop(subscriber, None)
             await self._detach_if_empty(local)
             raise
-        if local.epoch is None:
+        if local.epoch is None or local.epoch == NO_EPOCH:
             local.epoch = result.epoch
         if local.last_offset is None:
             local.last_offset = result.offset
@@ -126,10 +148,9 @@ class ChannelHub:
         return found
 
     async def history(self, channel: str, before: int | None, limit: int) -> ReadResult:
+        """Up to ``limit`` publications older than ``before`` (None: the newest)."""
         name = self.backplane_channel(channel)
-        if before is None:
-            return await self._backplane.read_latest(name, limit)
-        return await self._backplane.read_before(name, before, limit)
+        return await self._broker.history(name, since=before, limit=limit, reverse=True)
 
     # -- internals ------------------------------------------------------------------
     async def _attach(self, channel: str, subscriber: Subscriber) -> _LocalChannel:
@@ -139,7 +160,7 @@ class ChannelHub:
             self._channels[channel] = local
             local.joining[subscriber] = []
             try:
-                await self._backplane.listen(self.backplane_channel(channel))
+                await self._broker.listen(self.backplane_channel(channel))
             except BaseException as exc:
                 self._channels.pop(channel, None)
                 local.ready.set_exception(exc)
@@ -154,26 +175,34 @@ class ChannelHub:
     async def _detach_if_empty(self, local: _LocalChannel) -> None:
         if local.empty and self._channels.get(local.name) is local:
             del self._channels[local.name]
-            await self._backplane.unlisten(self.backplane_channel(local.name))
+            await self._broker.unlisten(self.backplane_channel(local.name))
 
     async def _read_for(self, channel: str, since: Since | None, window: int) -> SubscribeResult:
         name = self.backplane_channel(channel)
         if since is not None:
-            found = await self._backplane.read(name, since.offset, self._fill_limit)
+            found = await self._broker.history(name, since=since.offset, limit=self._fill_limit)
             complete = len(found.publications) == found.top - since.offset
-            if found.epoch == since.epoch and found.covers(since.offset) and complete:
+            # NO_EPOCH: the client subscribed before the channel had a stream; the stream
+            # created since then is the one it was following.
+            same = since.epoch in (found.epoch, NO_EPOCH)
+            if same and found.covers(since.offset) and complete:
                 return SubscribeResult(found.epoch, found.top, True, found.publications)
-        latest = await self._backplane.read_latest(name, window)
+        latest = await self._broker.history(name, limit=window, reverse=True)
         return SubscribeResult(latest.epoch, latest.top, False, latest.publications)
 
     def _on_live(self, name: str, epoch: str, publication: Publication) -> None:
         local = self._channels.get(name.removeprefix(self._prefix))
         if local is None or not name.startswith(self._prefix):
             return
+        if publication.ephemeral:
+            self._fan_out_ephemeral(local, publication)
+            return
         if local.filling:
             local.held.append((epoch, publication))
             return
-        if local.epoch is not None and epoch != local.epoch:
+        if local.epoch == NO_EPOCH:
+            local.epoch = epoch  # the channel's first publication created its stream
+        elif local.epoch is not None and epoch != local.epoch:
             self._spawn(self._restart_epoch(local, epoch))
             return
         if local.last_offset is not None:
@@ -202,14 +231,23 @@ class ChannelHub:
         if self._on_fanout is not None:
             self._on_fanout(publication, delivered)
 
+    def _fan_out_ephemeral(self, local: _LocalChannel, publication: Publication) -> None:
+        if not local.live:
+            return
+        frame = msg_frame(local.name, *_parts(publication))
+        for subscriber in local.live:
+            subscriber.deliver(local.name, publication, frame)
+
     async def _fill_gap(self, local: _LocalChannel) -> None:
         """Live delivery skipped offsets (a lost pub/sub message): read them from the stream."""
         try:
             while True:
                 after = local.last_offset or 0
-                found = await self._backplane.read(
-                    self.backplane_channel(local.name), after, self._fill_limit
+                found = await self._broker.history(
+                    self.backplane_channel(local.name), since=after, limit=self._fill_limit
                 )
+                if local.epoch == NO_EPOCH:
+                    local.epoch = found.epoch
                 if local.epoch is not None and found.epoch != local.epoch:
                     local.filling = False
                     await self._restart_epoch(local, found.epoch)
@@ -262,7 +300,9 @@ class ChannelHub:
 
     def _on_resync(self, name: str) -> None:
         local = self._channels.get(name.removeprefix(self._prefix))
-        if local is not None and name.startswith(self._prefix) and not local.filling:
+        if local is None or local.ephemeral or not name.startswith(self._prefix):
+            return
+        if not local.filling:
             local.filling = True
             self._spawn(self._fill_gap(local))
 

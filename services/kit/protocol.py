@@ -207,7 +207,7 @@ def optional_since(frame: ClientFrame) -> Since | None:
         or not isinstance(value.get("epoch"), str)
         or not isinstance(value.get("offset"), int)
         or isinstance(value.get("offset"), bool)
-        or value["offset"] < 0
+        or not 0 <= value["offset"] < 2**53  # offsets are exact in Lua and JS below 2^53
     ):
         raise ProtocolError(
             ErrorCode.BAD_REQUEST,

@@ -2,12 +2,17 @@
 
 A group is a chat room or, for telephony, everyone online. A user is present in a group
 while at least one of their connections is (several tabs or devices count once). Each
-replica refreshes its own connections' entries every ``ttl / 3``; when a replica dies its
-entries expire, so its users leave within ``ttl`` plus one sweep (``ttl / 4``).
+replica re-asserts its own connections' entries every ``ttl / 4`` (creating them again if
+the store lost them, e.g. Redis lost its data); when a replica dies its entries expire, so
+its users leave within ``ttl`` plus one sweep (``ttl / 4``).
+
+Groups are namespaced per service in the presence store: a chat room named ``online`` is
+not telephony's ``online``.
 
 Transitions from a join or a clean leave are published at once on the group's events
-channel, so every replica hears them; expiries are found by each replica's sweep over the
-groups (or users) its own clients listen to. Listeners hear each change once, in order.
+channel (ephemeral: delivered live, never stored), so every replica hears them; expiries
+are found by each replica's sweep over the groups (or users) its own clients listen to.
+Listeners hear each change once, in order.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from .backplane import Backplane, BackplaneUnavailable, Publication
+from .backplane import BackplaneUnavailable, Presence, Publication
 from .connection import Connection
 from .hub import ChannelHub, SubscribeResult
 from .service import ServiceContext
@@ -36,14 +41,17 @@ Notify = Callable[[Connection, str, str, bool], None]
 class Roster:
     def __init__(
         self,
-        backplane: Backplane,
+        presence: Presence,
         hub: ChannelHub,
         node: str,
         ttl: float,
+        *,
+        namespace: str,
         events_channel: Callable[[str], str],
         notify: Notify,
     ) -> None:
-        self._backplane = backplane
+        self._presence = presence
+        self._namespace = f"{namespace}:"
         self._hub = hub
         self._node = node
         self.ttl = ttl
@@ -58,24 +66,36 @@ class Roster:
         self._channels: dict[str, _EventsSubscriber] = {}  # events channel -> subscriber
         self._channel_users: dict[str, int] = {}  # events channel -> groups listening
 
+    def _key(self, group: str) -> str:
+        """The group's name in the presence store, which every service shares."""
+        return self._namespace + group
+
     # -- own connections ------------------------------------------------------------
     async def join(self, group: str, conn: Connection) -> None:
         entry = f"{self._node}/{conn.id}"
         self._local[(group, conn)] = entry
-        if await self._backplane.presence_join(group, conn.user, entry, self.ttl):
+        if await self._presence.join(self._key(group), conn.user, entry, self.ttl):
             await self._announce(group, conn.user, True)
 
     async def leave(self, group: str, conn: Connection) -> None:
         entry = self._local.pop((group, conn), None)
-        if entry is not None and await self._backplane.presence_leave(group, conn.user, entry):
+        if entry is not None and await self._presence.leave(self._key(group), conn.user, entry):
             await self._announce(group, conn.user, False)
 
+    def abandon_entries(self) -> None:
+        """Fault injection (tests): stop refreshing this replica's own entries without
+        leaving, as a replica that died would; the store expires them after the TTL."""
+        self._local.clear()
+
     async def members(self, group: str) -> set[str]:
-        return await self._backplane.presence_members(group)
+        return await self._presence.members(self._key(group))
+
+    async def contains(self, group: str, users: list[str]) -> dict[str, bool]:
+        return await self._presence.contains(self._key(group), users)
 
     async def _announce(self, group: str, user: str, present: bool) -> None:
         event = orjson.dumps({"group": group, "user": user, "present": present})
-        await self._hub.publish(self._events_channel(group), event)
+        await self._hub.publish(self._events_channel(group), event, history=False)
 
     # -- listening ------------------------------------------------------------------
     async def listen_group(self, group: str, conn: Connection) -> None:
@@ -85,7 +105,7 @@ class Roster:
         await self._follow(group)
         if first:
             try:
-                members = await self._backplane.presence_members(group)
+                members = await self.members(group)
             except BaseException:
                 self.unlisten_group(group, conn)
                 raise
@@ -111,7 +131,7 @@ class Roster:
         for user in users:
             self._some.setdefault(group, {}).setdefault(user, set()).add(conn)
         await self._follow(group)
-        state = await self._backplane.presence_contains(group, users)
+        state = await self.contains(group, users)
         for (pending_group, user), present in pending.items():
             if pending_group == group and user in state:
                 state[user] = present
@@ -172,7 +192,7 @@ class Roster:
         if channel not in self._channels:
             subscriber = self._channels[channel] = _EventsSubscriber(self)
             try:
-                await self._hub.subscribe(subscriber, channel, None, 0, lambda _: None)
+                await self._hub.subscribe_live(subscriber, channel)
             except BaseException:
                 del self._channels[channel]
                 self._channel_users.pop(channel, None)
@@ -206,28 +226,40 @@ class Roster:
 
     # -- background work ------------------------------------------------------------
     async def _refresh_and_sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        refresh_every = max(0.2, self.ttl / 3)
-        next_refresh = loop.time() + refresh_every
         while True:
             await asyncio.sleep(self.sweep_interval)
             try:
-                if loop.time() >= next_refresh:
-                    next_refresh = loop.time() + refresh_every
-                    entries = [(g, c.user, e) for (g, c), e in self._local.items()]
-                    await self._backplane.presence_refresh(entries, self.ttl)
-                await self._sweep()
+                await self.tick()
             except BackplaneUnavailable as error:
                 log.warning("roster sweep failed", extra={"error": str(error)})
 
+    async def tick(self) -> None:
+        """One round of the background work (tests call it instead of waiting for it):
+        re-assert this replica's entries, then tell listeners what changed."""
+        await self._refresh()
+        await self._sweep()
+
+    async def _refresh(self) -> None:
+        """Refreshing first means a store that lost its data is repaired before the sweep
+        could report this replica's users as gone."""
+        local = [((g, c), self._key(g), c.user, e) for (g, c), e in self._local.items()]
+        entries = [(key, user, entry) for _, key, user, entry in local]
+        absent = set(await self._presence.refresh(entries, self.ttl))
+        for (group, conn), key, user, entry in local:
+            if self._local.get((group, conn)) != entry:
+                # It left while the refresh ran: the refresh must not keep it present.
+                await self._presence.leave(key, user, entry)
+            elif (key, user, entry) in absent:
+                await self._announce(group, user, True)  # it had vanished from the store
+
     async def _sweep(self) -> None:
         for group in list(self._whole):
-            members = await self._backplane.presence_members(group)
+            members = await self.members(group)
             known = self._known.get(group, {})
             for user in members | {u for u, present in known.items() if present}:
                 self._changed(group, user, user in members)
         for group, by_user in list(self._some.items()):
-            state = await self._backplane.presence_contains(group, list(by_user))
+            state = await self.contains(group, list(by_user))
             for user, present in state.items():
                 self._changed(group, user, present)
 
@@ -261,10 +293,11 @@ def add_roster(
 ) -> Roster:
     """A roster for this replica, refreshed and swept while the app runs."""
     roster = Roster(
-        ctx.backplane,
+        ctx.backplane.presence,
         ctx.hub,
         ctx.settings.node_id,
         ctx.settings.presence_ttl_seconds,
+        namespace=ctx.spec.name,
         events_channel=events_channel,
         notify=notify,
     )

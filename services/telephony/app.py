@@ -178,7 +178,8 @@ class NoChannels(ChannelPolicy):
 
 
 def setup(app: web.Application, ctx: Context, limits: TelephonyLimits) -> Telephony:
-    calls = CallDesk(ctx, limits)
+    online = add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence)
+    calls = CallDesk(ctx, online, ONLINE, limits)
 
     async def keep_leases(_: web.Application) -> AsyncIterator[None]:
         async for state in calls.lifecycle():
@@ -186,7 +187,7 @@ def setup(app: web.Application, ctx: Context, limits: TelephonyLimits) -> Teleph
 
     app.cleanup_ctx.append(keep_leases)
     return Telephony(
-        roster=add_roster(app, ctx, lambda _: EVENTS_CHANNEL, send_presence),
+        roster=online,
         desk=calls,
         watching=WatchBudget(limits.max_watched_users),
     )

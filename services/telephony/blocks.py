@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from services.kit.backplane import Backplane
+from .call_records import CallRecords, Transition
 
 __all__ = ["BlockList", "TooManyBlocked"]
 
@@ -23,19 +23,19 @@ class TooManyBlocked(Exception):
 
 
 class BlockList:
-    def __init__(self, backplane: Backplane, max_blocked: int) -> None:
-        self._backplane = backplane
+    def __init__(self, records: CallRecords, max_blocked: int) -> None:
+        self._records = records
         self._max_blocked = max_blocked
 
     async def blocked_by(self, user: str) -> list[str]:
-        record = await self._backplane.record_get(_key(user))
+        record = await self._records.get(_key(user))
         return [] if record is None else _users(record)
 
     async def change(self, user: str, block: str | None, unblock: str | None) -> list[str]:
         """Add ``block`` and/or remove ``unblock``; return the new list."""
         key = _key(user)
         for _ in range(ATTEMPTS):
-            record = await self._backplane.record_get(key)
+            record = await self._records.get(key)
             users = [] if record is None else _users(record)
             if block is not None and block not in users:
                 if len(users) >= self._max_blocked:
@@ -46,14 +46,13 @@ class BlockList:
             fields = {"users": orjson.dumps(users).decode()}
             if record is None:
                 created = {"state": "1", **fields}
-                if await self._backplane.record_create(key, created, BLOCKS_TTL, []):
+                if await self._records.create(key, created, BLOCKS_TTL, []):
                     return users
                 continue
             version = record["state"]
             updates = {"state": str(int(version) + 1), **fields}
-            if await self._backplane.record_transition(
-                key, {version}, updates, BLOCKS_TTL, [], False
-            ):
+            change = Transition(frozenset({version}), updates, BLOCKS_TTL, [], False)
+            if await self._records.transition(key, change):
                 return users
         raise TimeoutError("the block list kept changing under us")
 

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Set
 from typing import Any
 
 import orjson
@@ -45,9 +45,11 @@ from services.kit.protocol import (
     require_object,
     require_str,
 )
+from services.kit.roster import Roster
 from services.kit.service import ServiceContext
 
 from .blocks import BlockList
+from .call_records import Transition, call_records_for
 from .limits import TelephonyLimits
 from .quota import CallQuota
 
@@ -55,7 +57,7 @@ __all__ = ["CallDesk"]
 
 log = logging.getLogger(__name__)
 
-LIVE = {"ringing", "active"}
+LIVE = frozenset({"ringing", "active"})
 ENDED_TTL = 60.0  # an ended call's record stays a minute for late frames
 MAX_SIGNAL_BYTES = 16 * 1024
 
@@ -97,15 +99,21 @@ class CallDesk:
     def __init__(
         self,
         ctx: ServiceContext,
+        presence: Roster,
+        online: str,
         limits: TelephonyLimits,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``presence``: the roster whose group ``online`` holds every connected user."""
         self.ctx = ctx
+        self._presence = presence
+        self._online = online
+        self._records = call_records_for(ctx.backplane)
         self.ring_timeout = ctx.settings.ring_timeout_seconds
         self.limits = limits
         self._clock = clock  # wall clock: leases are compared across replicas
-        self._quota = CallQuota(ctx.backplane, clock)
-        self.blocks = BlockList(ctx.backplane, limits.max_blocked_users)
+        self._quota = CallQuota(self._records, clock)
+        self.blocks = BlockList(self._records, limits.max_blocked_users)
         self._inboxes: dict[Connection, _Inbox] = {}
         # calls a connection holds (call id -> caller, callee): this replica renews its lease
         self._mine: dict[Connection, dict[str, tuple[str, str]]] = {}
@@ -121,13 +129,13 @@ class CallDesk:
     # -- connections ----------------------------------------------------------------
     async def connected(self, conn: Connection) -> None:
         inbox = self._inboxes[conn] = _Inbox(conn, self._offer)
-        await self.ctx.hub.subscribe(inbox, events_channel(conn.user), None, 0, lambda _: None)
+        await self.ctx.hub.subscribe_live(inbox, events_channel(conn.user))
         # A call ringing for this user before this connection opened rings here too.
-        line = await self.ctx.backplane.record_get(_line(conn.user))
+        line = await self._records.get(_line(conn.user))
         if line is None:
             return
         call_id = line["call"]
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None or record["state"] != "ringing" or record["callee"] != conn.user:
             return
         if self._offer(conn, call_id):
@@ -145,7 +153,7 @@ class CallDesk:
             # its call over; if it does not, its lease lapses and the other side is told.
             return
         for call_id in calls:
-            record = await self.ctx.backplane.record_get(f"call:{call_id}")
+            record = await self._records.get(f"call:{call_id}")
             if record is not None and _holder(record, conn.user) in (None, conn.id):
                 await self._end(call_id, conn.user, conn.id, "disconnected", LIVE)
 
@@ -167,7 +175,7 @@ class CallDesk:
             f"caller:{conn.user}", limits.calls_per_caller, limits.call_window_seconds,
             "calls", frame.id,
         )  # fmt: skip
-        present = await self.ctx.backplane.presence_contains("online", [callee])
+        present = await self._presence.contains(self._online, [callee])
         # A blocked caller hears exactly what a caller of an offline user hears.
         if not present[callee] or conn.user in await self.blocks.blocked_by(callee):
             conn.send(encode({"op": "offline", "id": frame.id}), "offline")
@@ -185,9 +193,7 @@ class CallDesk:
             "caller_seen": repr(self._clock()),
         }
         ring_ttl = self.ring_timeout + self.live_ttl
-        if not await self.ctx.backplane.record_create(
-            f"call:{call_id}", record, ring_ttl, _guards(record)
-        ):
+        if not await self._records.create(f"call:{call_id}", record, ring_ttl, _guards(record)):
             conn.send(encode({"op": "busy", "id": frame.id}), "busy")
             return
         await self._point_line(callee, call_id, ring_ttl)
@@ -201,9 +207,8 @@ class CallDesk:
     async def answer(self, conn: Connection, frame: ClientFrame) -> None:
         call_id, record = await self._party(conn, frame, callee_only=True, own_device=True)
         updates = {"state": "active", "callee_conn": conn.id, "callee_seen": repr(self._clock())}
-        updated = await self.ctx.backplane.record_transition(
-            f"call:{call_id}", {"ringing"}, updates, self.live_ttl, _guards(record), False
-        )
+        change = Transition(frozenset({"ringing"}), updates, self.live_ttl, _guards(record), False)
+        updated = await self._records.transition(f"call:{call_id}", change)
         if updated is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "the call is no longer ringing", frame.id)
         self._stop_timer(call_id)
@@ -251,9 +256,8 @@ class CallDesk:
         side = "caller" if conn.user == record["caller"] else "callee"
         previous = record.get(f"{side}_conn")
         updates = {f"{side}_conn": conn.id, f"{side}_seen": repr(self._clock())}
-        moved = await self.ctx.backplane.record_transition(
-            f"call:{call_id}", {"active"}, updates, self.live_ttl, _guards(record), False
-        )
+        change = Transition(frozenset({"active"}), updates, self.live_ttl, _guards(record), False)
+        moved = await self._records.transition(f"call:{call_id}", change)
         if moved is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "the call is not active", frame.id)
         self._mine.setdefault(conn, {})[call_id] = (record["caller"], record["callee"])
@@ -300,17 +304,17 @@ class CallDesk:
     async def _renew(
         self, conn: Connection, call_id: str, side: str, caller: str, callee: str
     ) -> None:
-        record = await self.ctx.backplane.record_transition(
-            f"call:{call_id}",
+        change = Transition(
             LIVE,
             {f"{side}_seen": repr(self._clock())},
             self.live_ttl,
             [f"busy:{caller}", f"busy:{callee}"],
             False,
         )
+        record = await self._records.transition(f"call:{call_id}", change)
         if record is None:  # ended elsewhere (its parties were told), or expired
             self._mine.get(conn, {}).pop(call_id, None)
-            if await self.ctx.backplane.record_get(f"call:{call_id}") is None:
+            if await self._records.get(f"call:{call_id}") is None:
                 ended = {"op": "ended", "call_id": call_id, "reason": "disconnected"}
                 conn.send(encode(ended), "ended")
             return
@@ -323,7 +327,7 @@ class CallDesk:
             await self._end(call_id, record[other], None, "disconnected", {"active"})
 
     async def _watch_offer(self, conn: Connection, call_id: str) -> None:
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None or record["state"] != "ringing":
             self._offers.get(conn, set()).discard(call_id)
             return
@@ -341,7 +345,7 @@ class CallDesk:
         """The call named by the frame, if ``conn`` may act on it; with ``own_device``
         only from the connection holding the user's side of the call."""
         call_id = require_str(frame, "call_id", 64)
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such call", frame.id)
         parties = {record["callee"]} if callee_only else {record["caller"], record["callee"]}
@@ -354,22 +358,21 @@ class CallDesk:
         return call_id, record
 
     async def _settle(
-        self, call_id: str, record: dict[str, str], expect: set[str], updates: dict[str, str]
+        self, call_id: str, record: dict[str, str], expect: Set[str], updates: dict[str, str]
     ) -> dict[str, str] | None:
         """Move a call out of its live states, releasing both users' guards."""
-        settled = await self.ctx.backplane.record_transition(
-            f"call:{call_id}", expect, updates, ENDED_TTL, _guards(record), True
-        )
+        change = Transition(frozenset(expect), updates, ENDED_TTL, _guards(record), True)
+        settled = await self._records.transition(f"call:{call_id}", change)
         if settled is not None:
             self._stop_timer(call_id)
         return settled
 
     async def _end(
-        self, call_id: str, by: str, by_conn: str | None, reason: str, expect: set[str]
+        self, call_id: str, by: str, by_conn: str | None, reason: str, expect: Set[str]
     ) -> bool:
         """End a call on behalf of user ``by`` (from connection ``by_conn``, if any): the
         other party hears ``ended``, and so does ``by``'s device that had the call."""
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None:
             return False
         ended = await self._settle(call_id, record, expect, {"state": "ended", "reason": reason})
@@ -395,10 +398,11 @@ class CallDesk:
         """Name ``call_id`` as the call ringing for ``callee`` (one at a time: the busy
         guard is held, so no other call is being placed to them now)."""
         key, fields = _line(callee), {"call": call_id}
-        if await self.ctx.backplane.record_transition(key, {"set"}, fields, ttl, [], False):
+        repoint = Transition(frozenset({"set"}), fields, ttl, [], False)
+        if await self._records.transition(key, repoint):
             return
-        if not await self.ctx.backplane.record_create(key, {"state": "set", **fields}, ttl, []):
-            await self.ctx.backplane.record_transition(key, {"set"}, fields, ttl, [], False)
+        if not await self._records.create(key, {"state": "set", **fields}, ttl, []):
+            await self._records.transition(key, repoint)
 
     def _ring_out(self, call_id: str) -> None:
         self._timers.pop(call_id, None)
@@ -406,7 +410,7 @@ class CallDesk:
         task.add_done_callback(_log_failure)
 
     async def _missed(self, call_id: str) -> None:
-        record = await self.ctx.backplane.record_get(f"call:{call_id}")
+        record = await self._records.get(f"call:{call_id}")
         if record is None:
             return
         if await self._settle(call_id, record, {"ringing"}, {"state": "missed"}) is not None:
@@ -427,7 +431,7 @@ class CallDesk:
             event["to"] = to
         if skip is not None:
             event["skip"] = skip
-        await self.ctx.hub.publish(events_channel(user), orjson.dumps(event))
+        await self.ctx.hub.publish(events_channel(user), orjson.dumps(event), history=False)
 
 
 def _holder(record: dict[str, str], user: str) -> str | None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from services.kit.backplane import Backplane
 from services.kit.protocol import ErrorCode, ProtocolError
+
+from .call_records import CallRecords, Transition
 
 __all__ = ["CallQuota"]
 
@@ -21,8 +22,8 @@ MIN_TTL = 0.01  # a record TTL of 0 would delete it at once (PEXPIRE 0)
 
 
 class CallQuota:
-    def __init__(self, backplane: Backplane, clock: Callable[[], float] = time.time) -> None:
-        self._backplane = backplane
+    def __init__(self, records: CallRecords, clock: Callable[[], float] = time.time) -> None:
+        self._records = records
         self._clock = clock
 
     async def require(
@@ -40,20 +41,21 @@ class CallQuota:
             return True
         record_key = f"quota:{key}"
         for _ in range(ATTEMPTS):
-            record = await self._backplane.record_get(record_key)
+            record = await self._records.get(record_key)
             now = self._clock()
             if record is None:
                 fields = {"state": "1", "until": repr(now + window)}
-                if await self._backplane.record_create(record_key, fields, window, []):
+                if await self._records.create(record_key, fields, window, []):
                     return True
                 continue  # another replica created it first: count again
             count = int(record["state"])
             if count >= limit:
                 return False
             remaining = max(MIN_TTL, float(record["until"]) - now)
-            counted = await self._backplane.record_transition(
-                record_key, {record["state"]}, {"state": str(count + 1)}, remaining, [], False
+            change = Transition(
+                frozenset({record["state"]}), {"state": str(count + 1)}, remaining, [], False
             )
+            counted = await self._records.transition(record_key, change)
             if counted is not None:
                 return True
         return False

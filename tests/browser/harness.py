@@ -29,7 +29,7 @@ from playwright.sync_api import (
 
 from services.chat.app import create_app as create_chat
 from services.kit.app import CONTEXT
-from services.kit.backplane import MemoryBackplane, MemoryBroker
+from services.kit.backplane import MemoryBackplane, MemoryState
 from services.kit.hub import ChannelHub
 from services.kit.service import ServiceContext
 from services.kit.settings import Settings
@@ -58,7 +58,7 @@ expect.set_options(timeout=TIMEOUT_MS)
 class Stack:
     """chat, ticker and telephony on one background loop, one port each."""
 
-    broker: MemoryBroker = field(default_factory=MemoryBroker)
+    state: MemoryState = field(default_factory=MemoryState)
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     ports: dict[str, int] = field(default_factory=dict)
     apps: dict[str, web.Application] = field(default_factory=dict)
@@ -79,7 +79,7 @@ class Stack:
 
     def hub(self, service: str) -> ChannelHub:
         """A publisher of our own, like another replica or the ticker feed."""
-        return ChannelHub(MemoryBackplane(self.broker), service)
+        return ChannelHub(MemoryBackplane(self.state), service)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run ``coro`` on the servers' loop and wait for its result."""
@@ -91,7 +91,7 @@ class Stack:
         origins = tuple(f"{self.origin_host}:{port}" for port in self.ports.values())
         for service, factory in FACTORIES.items():
             settings = self._settings(service, f"{service}-1", origins)
-            self.apps[service] = factory(settings, MemoryBackplane(self.broker))
+            self.apps[service] = factory(settings, MemoryBackplane(self.state))
         self.thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
         self.thread.start()
         for service in FACTORIES:
@@ -110,7 +110,7 @@ class Stack:
         sock = self._reserve(node, port)
         origin = f"{self.origin_host}:{self.ports[node]}"
         settings = replace(self._settings(service, node, (origin,)), **overrides)
-        self.apps[node] = FACTORIES[service](settings, MemoryBackplane(self.broker))
+        self.apps[node] = FACTORIES[service](settings, MemoryBackplane(self.state))
         self.run(self._listen(node, sock))
 
     def remove_replica(self, node: str) -> None:

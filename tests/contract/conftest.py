@@ -3,15 +3,13 @@ with the same tests, on a real Redis (a container of the stack's Redis image).""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
+from backplanes import BackplaneFactory
 from redis_server import running_redis
 from replicas import Replicas
-
-from services.kit.backplane import Backplane, MemoryBackplane, MemoryBroker, RedisBackplane
 
 
 @pytest.fixture(scope="session")
@@ -21,16 +19,13 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def backplane_factory(request: pytest.FixtureRequest) -> Callable[..., Backplane]:
+def backplane_factory(request: pytest.FixtureRequest) -> BackplaneFactory:
     """Every contract test runs against the memory backplane and a real Redis."""
     if request.param == "memory":
-        broker = MemoryBroker()
-        return lambda **options: MemoryBackplane(broker, **options)
-    url = request.getfixturevalue("redis_url")
-    redis.Redis.from_url(url).flushdb()
-    return lambda **options: RedisBackplane(url, **options)
+        return BackplaneFactory()
+    return BackplaneFactory(request.getfixturevalue("redis_url"))
 
 
 @pytest.fixture
-def replicas(backplane_factory: Callable[[], Backplane], aiohttp_client: Any) -> Replicas:
+def replicas(backplane_factory: BackplaneFactory, aiohttp_client: Any) -> Replicas:
     return Replicas(backplane_factory, aiohttp_client)

@@ -57,7 +57,7 @@ async def test_dead_replica_users_expire(replicas):
     await connect(two, "telephony", "bob")
     assert (await receive_op(alice, "presence"))["status"] == "online"
     # Replica two dies without cleaning up: stop its refresh loop, then wait for expiry.
-    two.app[CONTEXT].state.roster._local.clear()
+    two.app[CONTEXT].state.roster.abandon_entries()
     event = await asyncio.wait_for(receive_op(alice, "presence", timeout=5), 5)
     assert event["status"] == "offline"
 

@@ -1,21 +1,51 @@
-"""Backplanes, chosen by URL: ``memory://`` (one process) or ``redis://host:port/db``."""
+"""Backplanes, chosen by URL: ``memory://`` (one process) or ``redis://host:port/db``.
+
+A :class:`Backplane` bundles a :class:`Broker` (channel streams with offsets, history,
+live and ephemeral delivery) and a :class:`Presence` store (TTL'd groups of users), each
+with a memory and a Redis implementation side by side.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Backplane, BackplaneUnavailable, Publication, ReadResult
-from .memory import MemoryBackplane, MemoryBroker
-from .redis import RedisBackplane
+from .broker import (
+    EPHEMERAL_OFFSET,
+    MAX_OFFSET,
+    NO_EPOCH,
+    BackplaneUnavailable,
+    Broker,
+    Publication,
+    ReadResult,
+)
+from .broker_memory import MemoryBroker
+from .broker_redis import RedisBroker
+from .bundle import Backplane, MemoryBackplane, RedisBackplane
+from .memory_state import MemoryState
+from .presence import Presence, PresenceEntry
+from .presence_memory import MemoryPresence
+from .presence_redis import RedisPresence
+from .redis_connection import RedisConnection
 
 __all__ = [
+    "EPHEMERAL_OFFSET",
+    "MAX_OFFSET",
+    "NO_EPOCH",
     "Backplane",
     "BackplaneUnavailable",
+    "Broker",
     "MemoryBackplane",
     "MemoryBroker",
+    "MemoryPresence",
+    "MemoryState",
+    "Presence",
+    "PresenceEntry",
     "Publication",
     "ReadResult",
     "RedisBackplane",
+    "RedisBroker",
+    "RedisConnection",
+    "RedisPresence",
     "open_backplane",
 ]
 

@@ -373,7 +373,11 @@ export class WwwsClient extends EventTarget {
     const pubs = frame.publications || [];
     const reconnected = state.resuming;
     const resuming = reconnected || state.resyncing;
-    if (state.epoch !== null && state.epoch !== frame.epoch) {
+    // An empty epoch ("") is a channel that had no stream when we subscribed: the stream
+    // its first publication created is the one we follow, so a recovered reply is no loss,
+    // and an automatic subscription checks for a gap (and asks with `since`) as usual.
+    const created = state.epoch === "" && (frame.recovered || state.auto);
+    if (state.epoch !== null && state.epoch !== frame.epoch && !created) {
       // The channel's history was lost and restarted: old offsets mean nothing now.
       state.offset = null;
       if (state.onReset) state.onReset({ ch: frame.ch, reason: "epoch" });

@@ -1,0 +1,194 @@
+"""Redis broker: one stream per channel, pub/sub for live delivery.
+
+Keys per channel ``c`` (the ``{c}`` hash tag keeps them on one cluster slot):
+``wwws:{c}:m`` hash (epoch, top offset), ``wwws:{c}:s`` stream with entry ids ``<offset>-0``,
+``wwws:{c}:i`` hash of the idempotency keys of the entries in the window (key -> offset),
+and pub/sub channel ``wwws:{c}:p``.
+Publishing is one Lua script (offset, append, trim, expire, publish), so offsets are
+gapless and every replica sees them in the same order. An ephemeral publication is a
+plain PUBLISH on the same pub/sub channel and leaves nothing in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .broker import (
+    EPHEMERAL_OFFSET,
+    NO_EPOCH,
+    BackplaneUnavailable,
+    Broker,
+    Publication,
+    ReadResult,
+    check_offset,
+)
+from .redis_connection import RedisConnection
+
+__all__ = ["RedisBroker", "idempotency_keys", "stream_keys"]
+
+log = logging.getLogger(__name__)
+
+
+def stream_keys(channel: str) -> tuple[str, str, str]:
+    """The channel's hash, stream and pub/sub channel names."""
+    base = f"wwws:{{{channel}}}"
+    return f"{base}:m", f"{base}:s", f"{base}:p"
+
+
+def idempotency_keys(channel: str) -> str:
+    """The hash of the channel's idempotency keys."""
+    return f"wwws:{{{channel}}}:i"
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        connection: RedisConnection,
+        history_size: int = 1000,
+        history_ttl: float = 86400.0,
+        history_max_age: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self._redis = connection
+        self._history_size = history_size
+        self._history_ttl_ms = int(history_ttl * 1000)
+        self._history_max_age_ms = int(history_max_age * 1000)
+        self._publish = connection.script(__package__, "window.lua", "publish.lua")
+        self._history = connection.script(__package__, "window.lua", "history.lua")
+        self._pubsub = connection.client.pubsub()
+        # pub/sub channel name -> channel, for channels we listen to
+        self._listening: dict[bytes, str] = {}
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._wake_reader = asyncio.Event()
+        # redis-py's PubSub is not safe for concurrent commands: two first subscribes would
+        # each take a pool connection for it, and one would never be given back.
+        self._pubsub_lock = asyncio.Lock()
+
+    async def publish(
+        self, channel: str, data: bytes, *, history: bool = True, idempotency_key: str = ""
+    ) -> tuple[str, int]:
+        meta, stream, pubsub = stream_keys(channel)
+        if not history:
+            message = b"%b:%d:%b" % (NO_EPOCH.encode(), EPHEMERAL_OFFSET, data)
+            await self._redis.call(self._redis.client.publish(pubsub, message))
+            return NO_EPOCH, EPHEMERAL_OFFSET
+        keys = [meta, stream, idempotency_keys(channel)]
+        args = [
+            data,
+            secrets.token_hex(4),
+            self._history_size,
+            self._history_ttl_ms,
+            pubsub,
+            self._history_max_age_ms,
+            idempotency_key,
+        ]
+        epoch, top = await self._redis.run(self._publish, keys, args)
+        return epoch.decode(), int(top)
+
+    async def history(
+        self, channel: str, *, since: int | None = None, limit: int, reverse: bool = False
+    ) -> ReadResult:
+        check_offset(since)
+        meta, stream, _ = stream_keys(channel)
+        if reverse:
+            bound = "" if since is None else str(since)
+            if since is not None and since <= 1:
+                limit = 0  # nothing is older than offset 1
+        else:
+            bound = str((since or 0) + 1)
+        args = [bound, max(limit, 0), "1" if reverse else "0", self._history_max_age_ms]
+        epoch, top, first, entries = await self._redis.run(self._history, [meta, stream], args)
+        publications = [
+            Publication(int(entry_id.split(b"-", 1)[0]), fields[1]) for entry_id, fields in entries
+        ]
+        if reverse:
+            publications.reverse()
+        return ReadResult(epoch.decode(), int(top), int(first), publications)
+
+    # -- live delivery --------------------------------------------------------------
+    async def listen(self, channel: str) -> None:
+        _, _, name = stream_keys(channel)
+        loop = asyncio.get_running_loop()
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self._confirmed[channel] = loop.create_future()
+            self._listening[name.encode()] = channel
+            try:
+                async with self._pubsub_lock:
+                    await self._pubsub.subscribe(name)
+            except (RedisError, OSError) as exc:
+                self._forget(channel)
+                raise BackplaneUnavailable(str(exc)) from exc
+            self._ensure_reader()
+        try:
+            # The SUBSCRIBE reply is what proves later publications will reach us.
+            await asyncio.wait_for(asyncio.shield(confirmed), timeout=5)
+        except TimeoutError:
+            raise BackplaneUnavailable(f"no subscribe confirmation for {channel}") from None
+
+    async def unlisten(self, channel: str) -> None:
+        _, _, name = stream_keys(channel)
+        self._forget(channel)
+        with contextlib.suppress(RedisError, OSError):
+            async with self._pubsub_lock:
+                await self._pubsub.unsubscribe(name)
+
+    def _forget(self, channel: str) -> None:
+        _, _, name = stream_keys(channel)
+        self._listening.pop(name.encode(), None)
+        future = self._confirmed.pop(channel, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    def _ensure_reader(self) -> None:
+        self._wake_reader.set()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_live(), name="redis-live-reader")
+
+    async def _read_live(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._pubsub.subscribed:
+                self._wake_reader.clear()
+                await self._wake_reader.wait()
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as exc:
+                log.warning("redis pub/sub connection lost: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            if message is not None:
+                self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        channel = self._listening.get(message["channel"])
+        if channel is None:
+            return
+        if message["type"] == "subscribe":
+            future = self._confirmed.get(channel)
+            if future is not None and not future.done():
+                future.set_result(None)
+            else:
+                # A re-subscribe after a reconnect: publications may have been missed.
+                self._resync(channel)
+        elif message["type"] == "message":
+            epoch, offset, data = message["data"].split(b":", 2)
+            self._deliver(channel, epoch.decode(), Publication(int(offset), data))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,74 @@
+"""The hub on the memory backplane: streamed and ephemeral channels, epochs, gaps."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fakes import Recorder
+
+from services.kit.backplane import NO_EPOCH, MemoryBackplane, MemoryState
+from services.kit.hub import ChannelHub
+
+
+def replicas(count: int) -> tuple[MemoryState, list[ChannelHub]]:
+    state = MemoryState()
+    return state, [ChannelHub(MemoryBackplane(state), "svc") for _ in range(count)]
+
+
+async def subscribe(hub: ChannelHub, channel: str) -> Recorder:
+    recorder = Recorder()
+    await hub.subscribe(recorder, channel, None, 10, lambda _: None)
+    return recorder
+
+
+async def test_ephemeral_publications_are_delivered_without_offsets_or_gap_filling():
+    state, (one, two) = replicas(2)
+    recorder = Recorder()
+    await two.subscribe_live(recorder, "#events")
+    for n in range(3):
+        assert await one.publish("#events", b'{"n":%d}' % n, history=False) == (NO_EPOCH, 0)
+    assert [p.data for p in recorder.publications] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+    assert recorder.replies == [] and state.streams == {}
+    await two.unsubscribe(recorder, "#events")
+    assert state.listeners == {} and two.channel_count == 0
+
+
+async def test_the_first_publication_of_an_empty_channel_is_not_an_epoch_change():
+    _, (hub,) = replicas(1)
+    recorder = await subscribe(hub, "room")
+    epoch, _ = await hub.publish("room", b"{}")
+    await hub.publish("room", b"{}")
+    assert recorder.offsets == [1, 2] and recorder.replies == []
+    late = await subscribe(hub, "room")
+    assert hub.channel_count == 1 and late.offsets == []
+    assert (await hub.history("room", None, 10)).epoch == epoch
+
+
+async def test_a_lost_stream_restarts_its_subscribers_under_the_new_epoch():
+    state, (hub,) = replicas(1)
+    recorder = await subscribe(hub, "room")
+    old, _ = await hub.publish("room", b"{}")
+    state.drop_stream("svc:room")
+    new, offset = await hub.publish("room", b"{}")
+    assert new != old and offset == 1
+    # the restart runs as a task: the reply arrives once the loop gets to it
+    await _settle()
+    [reply] = recorder.replies
+    assert (reply.epoch, reply.recovered, reply.offset) == (new, False, 1)
+
+
+async def test_a_lost_live_message_is_read_back_in_order():
+    state, (hub,) = replicas(1)
+    recorder = await subscribe(hub, "room")
+    await hub.publish("room", b"{}")
+    state.append_without_delivery("svc:room", b'{"lost":1}')
+    await hub.publish("room", b"{}")
+    await _settle()
+    assert recorder.offsets == [1, 2, 3]
+    assert recorder.publications[1].data == b'{"lost":1}'
+
+
+async def _settle() -> None:
+    """Let the hub's spawned tasks (memory reads complete without waiting) run to the end."""
+    for _ in range(10):
+        await asyncio.sleep(0)
