@@ -11,10 +11,12 @@ offset order, across reconnects (it resubscribes with the last epoch and offset 
 That includes the channels the server subscribes on its own (ticker's ``user:<id>``):
 they are resumed with ``since`` like the others. When the server answers
 ``recovered: false`` (the gap left the history window, or the stream's epoch changed) the
-gap is recorded in :attr:`Client.gaps`, never hidden. A ``publish`` whose ``ack`` did not
-arrive raises :class:`NotAcknowledged`: the message may or may not have been stored, and
-the caller decides whether to send it again. Telephony's watched users are watched again
-after a reconnect, and :attr:`Client.presence` keeps their last known status.
+gap is recorded in :attr:`Client.gaps`, never hidden. Every ``publish`` carries an idempotency
+key, so sending it again is safe (``retry_for`` lets the client do it across reconnects);
+one whose ``ack`` never arrived raises :class:`NotAcknowledged`: the message may or may
+not have been stored, and the caller may send it again with the same key. Telephony's
+watched users are watched again after a reconnect, and :attr:`Client.presence` keeps
+their last known status.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import itertools
 import logging
 import random
+import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -197,10 +200,34 @@ class Client:
         position = self._state.positions.setdefault(channel, _Position())
         return await self._subscribe(channel, position)
 
-    async def publish(self, channel: str, data: dict[str, Any]) -> int:
-        """Return the publication's offset once acknowledged."""
-        reply = await self.request({"op": "pub", "ch": channel, "data": data})
-        return int(reply["offset"])
+    async def publish(self, channel: str, data: dict[str, Any], *, retry_for: float = 0.0) -> int:
+        """Return the publication's offset once acknowledged.
+
+        Every publication carries an idempotency key (``idem``), so sending it again is
+        safe: the server stores it once and a retry is answered with the first offset.
+        With ``retry_for`` > 0 the client itself sends it again (on its next connection)
+        while the ack is missing or the answer is ``unavailable``, for up to that many
+        seconds; then, or with 0, :class:`NotAcknowledged` / :class:`ClientError` tell the
+        caller, who may retry with :meth:`publish_again` and the same key.
+        """
+        return await self.publish_again(channel, data, secrets.token_hex(12), retry_for)
+
+    async def publish_again(
+        self, channel: str, data: dict[str, Any], idem: str, retry_for: float = 0.0
+    ) -> int:
+        """:meth:`publish` with the caller's own idempotency key (1-64 characters)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry_for
+        frame = {"op": "pub", "ch": channel, "data": data, "idem": idem}
+        while True:
+            try:
+                reply = await self.request(frame)
+                return int(reply["offset"])
+            except (NotAcknowledged, ClientError) as error:
+                retriable = isinstance(error, NotAcknowledged) or error.code == "unavailable"
+                if not retriable or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
     async def watch(self, users: list[str]) -> dict[str, str]:
         """Telephony: hear ``presence`` of ``users`` (again after every reconnect)."""

@@ -165,3 +165,20 @@ async def test_client_send_relays_a_frame_without_reply(replicas):
         assert incoming["op"] == "incoming" and incoming["call_id"] == ringing["call_id"]
         assert await bob.send({"op": "answer", "call_id": ringing["call_id"]})
         assert (await alice.next_event())["op"] == "answered"
+
+
+async def test_client_retries_a_publication_once_with_its_idempotency_key(replicas):
+    """A publication sent again with the same key is stored once, across a reconnect:
+    what makes ``retry_for`` (and a user's "send again") safe after a lost ack."""
+    server = await replicas.start(create_app, "chat")
+    async with Client(ws_url(server), token("writer"), backoff_base=0.01) as writer:
+        await writer.subscribe("lobby")
+        first = await writer.publish_again("lobby", {"text": "once"}, "key-1")
+        for conn in list(server.app[CONTEXT].replica.connections):
+            conn.close(1011, "simulated crash")
+        again = await writer.publish_again("lobby", {"text": "once"}, "key-1", retry_for=10)
+        other = await writer.publish("lobby", {"text": "twice"}, retry_for=10)
+        assert again == first and other == first + 1
+        async with Client(ws_url(server), token("reader")) as reader:
+            reply = await reader.subscribe("lobby")
+            assert [p["data"]["text"] for p in reply["publications"]] == ["once", "twice"]

@@ -14,8 +14,14 @@
 //   with `since` after a reconnect, and drops any publication it has already seen, so a
 //   page gets every message once, in order, or is told plainly that a gap happened.
 
+/** A random key for `pub`'s `idem` (1-64 characters). */
+export function newIdempotencyKey() {
+  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
 /** A failed request: `code` is the server's error code (or "disconnected"/"timeout"). */
-export class WwwsError extends Error {
+class WwwsError extends Error {
   constructor(code, message) {
     super(message);
     this.name = "WwwsError";
@@ -252,6 +258,16 @@ export class WwwsClient extends EventTarget {
       }, timeout);
       this.pending.set(id, { resolve, reject, timer });
     });
+  }
+
+  /**
+   * Publish `data` on `channel` and resolve with the `ack`. The frame carries an
+   * idempotency key (`idem`): pass the same key again to retry a publication whose ack
+   * never came (or that was answered `unavailable`); the server stores it once and
+   * answers the retry with the first offset. A fresh key is made when none is given.
+   */
+  publish(channel, data, { idem = newIdempotencyKey() } = {}) {
+    return this.request({ op: "pub", ch: channel, data, idem });
   }
 
   receive(text) {
