@@ -52,6 +52,10 @@ class CallRecords(abc.ABC):
     @abc.abstractmethod
     async def get(self, key: str) -> dict[str, str] | None: ...
 
+    @abc.abstractmethod
+    async def guarded(self, guard: str) -> str | None:
+        """The key of the record ``guard`` points to, while it holds."""
+
 
 def call_records_for(backplane: Backplane) -> CallRecords:
     """The records stored where ``backplane`` keeps its state."""
@@ -120,6 +124,9 @@ class MemoryCallRecords(CallRecords):
         record = self._record(key)
         return None if record is None else dict(record)
 
+    async def guarded(self, guard: str) -> str | None:
+        return self._guard(guard)
+
 
 # -- Redis --------------------------------------------------------------------------
 def _key(key: str) -> str:
@@ -157,3 +164,7 @@ class RedisCallRecords(CallRecords):
     async def get(self, key: str) -> dict[str, str] | None:
         found = await self._redis.call(self._redis.client.hgetall(_key(key)))
         return {_text(k): _text(v) for k, v in found.items()} or None
+
+    async def guarded(self, guard: str) -> str | None:
+        found = await self._redis.call(self._redis.client.get(_key(guard)))
+        return None if found is None else _text(found).removeprefix(_key(""))

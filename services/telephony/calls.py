@@ -19,6 +19,14 @@ guards' TTL. Every replica looking after a call (the parties' replicas, and whil
 rings those of the callee's connections it was offered to) ends it as ``disconnected``
 once the other side's lease is older than ``stale_after``. When every replica involved is
 gone, the record and the guards expire a few leases later.
+
+A party's client that lost its connection (dropped, drained, its replica killed or cut
+off) comes back on a new connection, possibly to another replica, and its active call
+follows it there: at once where the old replica saw the drop (it marks the side
+``<side>_dropped``), otherwise once the old holder's lease is older than ``adopt_after``
+(before ``stale_after`` would end the call). A signal from a party's other connection
+takes the call over at once, too. Only a close by the client itself (1000/1001) ends its
+calls immediately.
 """
 
 from __future__ import annotations
@@ -119,6 +127,9 @@ class CallDesk:
         self._mine: dict[Connection, dict[str, tuple[str, str]]] = {}
         # ringing calls offered to a connection: this replica watches the caller's lease
         self._offers: dict[Connection, set[str]] = {}
+        # active calls of a connection's user held by another connection that may be gone:
+        # this replica takes the user's side over when that holder's lease lapses
+        self._orphans: dict[Connection, str] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     @property
@@ -130,6 +141,7 @@ class CallDesk:
     async def connected(self, conn: Connection) -> None:
         inbox = self._inboxes[conn] = _Inbox(conn, self._offer)
         await self.ctx.hub.subscribe_live(inbox, events_channel(conn.user))
+        await self._find_orphan(conn)
         # A call ringing for this user before this connection opened rings here too.
         line = await self._records.get(_line(conn.user))
         if line is None:
@@ -147,10 +159,17 @@ class CallDesk:
         if inbox is not None:
             await self.ctx.hub.unsubscribe(inbox, events_channel(conn.user))
         self._offers.pop(conn, None)
+        self._orphans.pop(conn, None)
         calls = self._mine.pop(conn, {})
         if not _left_on_purpose(conn):
-            # Dropped, drained or cut off: the client comes back (to any replica) and takes
-            # its call over; if it does not, its lease lapses and the other side is told.
+            # Dropped, drained or cut off: the client comes back (to any replica) and its
+            # call follows it; if it does not, its lease lapses and the other side is told.
+            for call_id, (caller, _) in calls.items():
+                side = "caller" if conn.user == caller else "callee"
+                dropped = {f"{side}_dropped": conn.id}
+                change = Transition(frozenset({"active"}), dropped, self.live_ttl, [], False)
+                with contextlib.suppress(Exception):  # best effort: the lease still decides
+                    await self._records.transition(f"call:{call_id}", change)
             return
         for call_id in calls:
             record = await self._records.get(f"call:{call_id}")
@@ -248,7 +267,7 @@ class CallDesk:
             await self._tell(record["caller"], relay, to=record["caller_conn"])
 
     async def _take_over(
-        self, conn: Connection, call_id: str, record: dict[str, str], frame: ClientFrame
+        self, conn: Connection, call_id: str, record: dict[str, str], frame: ClientFrame | None
     ) -> dict[str, str]:
         """Move the user's side of an active call to ``conn``: a client that reconnected
         (its replica died, drained, or it was cut off) carries its call on from the new
@@ -259,13 +278,44 @@ class CallDesk:
         change = Transition(frozenset({"active"}), updates, self.live_ttl, _guards(record), False)
         moved = await self._records.transition(f"call:{call_id}", change)
         if moved is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "the call is not active", frame.id)
+            frame_id = None if frame is None else frame.id
+            raise ProtocolError(ErrorCode.NOT_FOUND, "the call is not active", frame_id)
         self._mine.setdefault(conn, {})[call_id] = (record["caller"], record["callee"])
         log.info("call taken over", extra={"call": call_id, "user": conn.user, "conn": conn.id})
         if previous is not None:
             ended = {"op": "ended", "call_id": call_id, "reason": "moved", "elsewhere": True}
             await self._tell(conn.user, ended, to=previous)
         return moved
+
+    # -- a call following its party to a new connection ---------------------------------
+    async def _find_orphan(self, conn: Connection) -> None:
+        """Note the user's active call held by another connection, and adopt it at once if
+        that connection is known to be gone."""
+        key = await self._records.guarded(f"busy:{conn.user}")
+        if key is None or not key.startswith("call:"):
+            return
+        self._orphans[conn] = key.removeprefix("call:")
+        await self._adopt_if_orphaned(conn)
+
+    async def _adopt_if_orphaned(self, conn: Connection) -> None:
+        call_id = self._orphans.get(conn)
+        if call_id is None:
+            return
+        record = await self._records.get(f"call:{call_id}")
+        if record is None or record["state"] != "active" or conn.user not in _parties(record):
+            self._orphans.pop(conn, None)
+            return
+        side = "caller" if conn.user == record["caller"] else "callee"
+        holder = record.get(f"{side}_conn")
+        if holder == conn.id:
+            self._orphans.pop(conn, None)
+            return
+        seen = float(record.get(f"{side}_seen", "0"))
+        gone = record.get(f"{side}_dropped") == holder
+        if gone or self._clock() - seen > self.limits.adopt_after:
+            self._orphans.pop(conn, None)
+            with contextlib.suppress(ProtocolError):  # ended meanwhile: nothing to adopt
+                await self._take_over(conn, call_id, record, None)
 
     # -- leases ---------------------------------------------------------------------
     def abandon(self) -> None:
@@ -274,6 +324,7 @@ class CallDesk:
         replica whose sockets are still open."""
         self._mine.clear()
         self._offers.clear()
+        self._orphans.clear()
 
     async def lifecycle(self) -> AsyncIterator[None]:
         """Renew and check leases while the app runs (an aiohttp cleanup context)."""
@@ -300,6 +351,8 @@ class CallDesk:
         for conn, offers in list(self._offers.items()):
             for call_id in list(offers):
                 await self._watch_offer(conn, call_id)
+        for conn in list(self._orphans):
+            await self._adopt_if_orphaned(conn)
 
     async def _renew(
         self, conn: Connection, call_id: str, side: str, caller: str, callee: str
@@ -432,6 +485,10 @@ class CallDesk:
         if skip is not None:
             event["skip"] = skip
         await self.ctx.hub.publish(events_channel(user), orjson.dumps(event), history=False)
+
+
+def _parties(record: dict[str, str]) -> tuple[str, str]:
+    return record["caller"], record["callee"]
 
 
 def _holder(record: dict[str, str], user: str) -> str | None:

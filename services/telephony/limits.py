@@ -36,6 +36,12 @@ class TelephonyLimits:
     def stale_after(self) -> float:
         return self.lease_seconds * 4
 
+    @property
+    def adopt_after(self) -> float:
+        """A party's new connection takes its active call over once the connection holding
+        it has missed a renewal (its replica is gone), well before ``stale_after`` ends it."""
+        return self.lease_seconds * 2
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TelephonyLimits:
         reader = EnvReader(environ)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
@@ -324,3 +325,61 @@ async def test_bad_block_frames(replicas):
     assert (await next_frame(bob, "error"))["code"] == "bad_request"
     await bob.send_json({"op": "unblock", "id": 3, "user": "nobody"})  # not blocked: no-op
     assert await next_frame(bob, "blocked") == {"op": "blocked", "id": 3, "users": []}
+
+
+async def signal_until_heard(
+    caller: aiohttp.ClientWebSocketResponse, callee: aiohttp.ClientWebSocketResponse, call_id: str
+) -> None:
+    """The caller signals until the callee's connection relays one (each try: 0.3 s)."""
+    for seq in range(20):
+        await caller.send_json({"op": "signal", "call_id": call_id, "data": {"seq": seq}})
+        try:
+            while True:
+                frame = await receive_json(callee, timeout=0.3)
+                if frame["op"] == "signal":
+                    assert frame["data"] == {"seq": seq} or frame["data"]["seq"] < seq
+                    return
+                assert frame["op"] in ("presence", "presence_state"), frame
+        except TimeoutError:
+            continue
+    raise AssertionError("no signal reached the callee's new connection")
+
+
+async def test_a_call_follows_its_party_whose_connection_the_server_dropped(replicas):
+    """Bob's replica closes his socket (a drain, an outage): his client reconnects to another
+    replica and the call is there, without bob sending anything; alice hears no end."""
+    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
+    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    call_id = await answered_call(alice, bob, "bob")
+    (held,) = two.app[CONTEXT].replica.connections
+    held.close(1001, "going away")  # as the drain does
+    bob_again = await connect(one, "telephony", "bob")
+    await signal_until_heard(alice, bob_again, call_id)
+    await bob_again.send_json({"op": "signal", "call_id": call_id, "data": {"answer": 1}})
+    assert (await next_frame(alice, "signal"))["data"] == {"answer": 1}
+    await asyncio.sleep(1.5)  # several stale_after periods: the call is renewed by replica one
+    await nothing_more(alice)
+
+
+async def test_a_call_follows_its_party_whose_replica_died(replicas):
+    """Bob's replica stops tending calls (kill -9) while his socket stays open: his new
+    connection takes the call over once the old lease misses a renewal, before the call
+    would be ended, so alice talks on without hearing `ended`."""
+    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
+    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    call_id = await answered_call(alice, bob, "bob")
+    kill_calls(two)
+    bob_again = await connect(one, "telephony", "bob")
+    await signal_until_heard(alice, bob_again, call_id)
+    await asyncio.sleep(1.5)
+    await nothing_more(alice)
+    # the old socket, if it still listens, had the signals sent before the move, then is told
+    frame = await receive_json(bob)
+    while frame["op"] in ("signal", "presence", "presence_state"):
+        frame = await receive_json(bob)
+    moved = frame
+    assert moved == {"op": "ended", "call_id": call_id, "reason": "moved", "elsewhere": True}
