@@ -18,7 +18,7 @@ IMAGES_ENV := deploy/build/images.env
 WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
 COMPOSE := $(WITH_IMAGES) docker compose
 
-.PHONY: help provision images certs env up down ps logs scale compose test lint unit e2e
+.PHONY: help provision images certs env up down ps logs scale compose test test-ci lint unit e2e requirements
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,13 +30,13 @@ images: ## choose public images or build offline stand-ins, then build the app i
 	@bash deploy/offline-images.sh
 	@$(WITH_IMAGES) t=$$(date +%s); py=$${WWWS_PYTHON_IMAGE:-python:3.11-slim-bookworm}; mkdir -p deploy/build; \
 	  echo "[images] $(WWWS_APP_IMAGE): docker build FROM $$py (log: deploy/build/build-app.log)"; \
-	  if docker build -f services/Dockerfile --build-arg PYTHON_IMAGE="$$py" --build-arg WWWS_PIP_OFFLINE="$${WWWS_PIP_OFFLINE:-0}" \
+	  if docker build -f deploy/app/Dockerfile --build-arg PYTHON_IMAGE="$$py" --build-arg WWWS_PIP_OFFLINE="$${WWWS_PIP_OFFLINE:-0}" \
 	       -t $(WWWS_APP_IMAGE) . >deploy/build/build-app.log 2>&1; \
 	  then echo "[images] $(WWWS_APP_IMAGE): ready in $$(( $$(date +%s) - t ))s"; \
 	  else tail -n 30 deploy/build/build-app.log; echo "[images] $(WWWS_APP_IMAGE): build failed" >&2; exit 1; fi
 
 certs: ## create the local CA and the localhost certificate in deploy/certs (idempotent)
-	@uv run --quiet --extra ops python -m services.tools.localca --quiet
+	@uv run --quiet --extra ops python -m tools.localca --quiet
 
 env: ## create .env (random secrets) if missing; refresh its DOCKER_GID and image names
 	@bash deploy/dotenv.sh
@@ -50,7 +50,7 @@ up: provision images certs env ## start the stack (docker compose up -d --wait) 
 	@echo "    http://127.0.0.1:$(PROMETHEUS_PORT)/            Prometheus (targets: /api/v1/targets, one per replica)"
 	@echo "  TLS is signed by the local CA deploy/certs/ca.crt; e.g."
 	@echo "    curl --cacert deploy/certs/ca.crt $(WWWS_PUBLIC_URL)/"
-	@echo "  trust it in browsers: uv run --extra ops python -m services.tools.localca (prints how)"
+	@echo "  trust it in browsers: uv run --extra ops python -m tools.localca (prints how)"
 	@echo "  scale: docker compose up -d --scale chat=3    stop: make down"
 
 down: ## stop and remove the stack (keeps the volumes; `make down V=1` removes them too)
@@ -72,14 +72,31 @@ compose: ## any docker compose command with the stack's settings: make compose A
 # The bench harness has its own smoke (make bench-smoke): it needs the bench group.
 PYTEST := $(WITH_IMAGES) uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench $(PYTEST_ARGS)
 
-test: provision-test lint images certs ## run every test: unit, contract (memory + real Redis), e2e (real stack), browser
+test: check-tools lint images certs ## run every test: unit, contract (memory + real Redis), e2e (real stack), browser
 	@t=$$(date +%s); $(PYTEST); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - t ))s"; exit $$rc
+
+test-ci: provision-test test ## what .ci/run runs: provision a clean machine first, then `make test`
 
 provision-test: ## provision for the tests: what `provision` does, plus Debian's Chromium
 	@WWWS_WITH_BROWSER=1 bash deploy/provision.sh
 
-lint: ## ruff + mypy --strict on the package
+# `make test` provisions nothing: it says what is missing and which command installs it.
+check-tools:
+	@missing=; command -v uv >/dev/null || missing="$$missing uv"; \
+	  docker info >/dev/null 2>&1 || missing="$$missing docker-engine"; \
+	  docker compose version >/dev/null 2>&1 || missing="$$missing compose-v2"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then echo "[test] missing:$$missing; run 'make provision-test' (installs them) or 'make test-ci'" >&2; exit 1; fi
+
+lint: ## ruff + mypy --strict on the package; the image's requirements match uv.lock
 	@uv run --extra ops ruff check . && uv run --extra ops ruff format --check . && uv run --extra ops mypy
+	@uv export --quiet --frozen --no-dev --no-emit-project --no-hashes | grep -v '^ *#' \
+	  | diff -q - <(grep -v '^ *#' deploy/app/requirements.txt) >/dev/null \
+	  || { echo "[lint] deploy/app/requirements.txt does not match uv.lock: run 'make requirements'" >&2; exit 1; }
+
+requirements: ## regenerate the image's deploy/app/requirements.txt from uv.lock
+	@uv export --quiet --frozen --no-dev --no-emit-project --no-hashes -o deploy/app/requirements.txt
+	@echo "[requirements] deploy/app/requirements.txt written from uv.lock"
 
 unit: ## fast tests: unit + contract on the memory backplane (no Docker, no browser)
 	@uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench -m "not redis and not e2e and not browser" $(PYTEST_ARGS)
@@ -88,7 +105,7 @@ e2e: provision images certs ## end-to-end tests against a real compose stack
 	@$(PYTEST) -m e2e
 
 token: ## print a token for U (make token U=alice), signed with .env's WWWS_TOKEN_SECRET
-	@uv run --quiet python -m services.tools.token $(or $(U),$(USER_ID),alice)
+	@uv run --quiet python -m tools.token $(or $(U),$(USER_ID),alice)
 
 # Benchmarks (docs/benchmarks.md): not part of `make test`. BENCH_ARGS passes options,
 # e.g. make bench BENCH_ARGS="--targets wwws-direct,naive-direct --scenarios fanout".

@@ -198,7 +198,7 @@ def ensure_certs() -> None:
             "ops",
             "python",
             "-m",
-            "services.tools.localca",
+            "tools.localca",
             "--quiet",
         ],
         cwd=ROOT,

@@ -8,7 +8,7 @@
 #   redis:7                      wwws-offline/redis:7                  Debian redis-server (7.0)
 #   prom/prometheus:v2.53.2      wwws-offline/prometheus:2.42          Debian prometheus (2.42)
 #
-# Offline, it also downloads the app's wheels (services/requirements.txt) into
+# Offline, it also downloads the app's wheels (deploy/app/requirements.txt) into
 # deploy/build/wheels, so the app image installs them with pip --no-index.
 #
 # Decision: WWWS_OFFLINE=1 forces offline, WWWS_OFFLINE=0 forces online; otherwise online if
@@ -207,7 +207,7 @@ build_image prometheus "$OFF_PROMETHEUS" "$empty_ctx"
 # python 3.11.x may need is there (e.g. async-timeout for Debian's 3.11.2); pip inside the
 # image evaluates the markers itself and installs with --no-index.
 t=$(date +%s)
-req=$ROOT/services/requirements.txt
+req=$ROOT/deploy/app/requirements.txt
 wheels=$BUILD/wheels
 [ -f "$req" ] || die "missing $req"
 req_hash=$(hash_stdin <"$req")

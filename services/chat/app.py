@@ -22,8 +22,8 @@ from services.kit import (
 from services.kit.backplane import MAX_OFFSET, Backplane
 from services.kit.roster import Roster
 
+from .channels import ChatRooms
 from .membership import op_members, room_joined, room_left, setup_membership
-from .rooms import ChatRooms
 
 __all__ = ["create_app"]
 
@@ -57,7 +57,6 @@ SPEC: ServiceSpec[Roster] = ServiceSpec(
     on_unsubscribe=room_left,
     setup=setup_membership,
     static_dir=Path(__file__).parent / "static",
-    serves_landing=True,
 )
 
 

@@ -17,6 +17,9 @@ __all__ = ["add_page_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KIT_STATIC = Path(__file__).parent / "static"
+# The browser client lives with the Python one (clients/); the image copies it to the same
+# place relative to the package.
+BROWSER_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "wwws.js"
 DEV_TOKEN_TTL = 12 * 3600.0
 
 
@@ -26,10 +29,11 @@ def add_page_routes(app: web.Application, ctx: ServiceContext) -> None:
         page = ctx.spec.static_dir / "index.html"
         app.router.add_get(f"/{name}/", _file(page))
         app.router.add_get(f"/{name}", _redirect(f"/{name}/"))
-    app.router.add_get(f"/{name}/wwws.js", _file(KIT_STATIC / "wwws.js"))
+    app.router.add_get(f"/{name}/wwws.js", _file(BROWSER_CLIENT))
     app.router.add_get(f"/{name}/style.css", _file(KIT_STATIC / "style.css"))
-    if ctx.spec.serves_landing:
-        app.router.add_get("/", _file(KIT_STATIC / "index.html"))
+    # The landing page belongs to the kit, not to one service: every service serves it and
+    # Traefik's `landing` router spreads `/` over all of them (compose.yaml).
+    app.router.add_get("/", _file(KIT_STATIC / "index.html"))
     if ctx.settings.dev_login:
         app.router.add_post(f"/{name}/api/dev-login", _dev_login(ctx))
 

@@ -94,8 +94,6 @@ class ServiceSpec(Generic[StateT]):
     setup: ServiceSetup[StateT] | None = None
     #: folder with the service's web page (index.html)
     static_dir: Path | None = None
-    #: serve the landing page at ``/`` too
-    serves_landing: bool = False
 
 
 _NO_STATE: Any = object()

@@ -7,13 +7,11 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from services.kit import (
     USER_PATTERN,
-    ChannelPolicy,
     ClientFrame,
     Connection,
     ErrorCode,
@@ -31,6 +29,7 @@ from services.kit.roster import Roster, add_roster
 
 from .blocks import TooManyBlocked
 from .calls import CallDesk
+from .channels import NoChannels
 from .limits import TelephonyLimits
 from .watching import WatchBudget
 
@@ -163,18 +162,6 @@ async def on_disconnect(ctx: Context, conn: Connection) -> None:
     roster(ctx).drop(conn)
     watching(ctx).drop(conn)
     await roster(ctx).leave(ONLINE, conn)
-
-
-class NoChannels(ChannelPolicy):
-    """Telephony speaks in presence and call frames, not channels."""
-
-    def authorize_subscribe(self, conn: Connection, channel: str, frame: ClientFrame) -> None:
-        raise self.refuse(frame, ErrorCode.NOT_FOUND, "telephony has no channels: use watch")
-
-    def prepare_publish(
-        self, conn: Connection, channel: str, data: dict[str, Any], frame: ClientFrame
-    ) -> dict[str, Any]:
-        raise self.refuse(frame, ErrorCode.NOT_FOUND, "telephony has no channels")
 
 
 def setup(app: web.Application, ctx: Context, limits: TelephonyLimits) -> Telephony:

@@ -1,7 +1,7 @@
 """The pages over https + wss, as users reach them, with a verified certificate.
 
 The services serve https://localhost:<port> with a server certificate from the project's
-local CA (services.tools.localca). Chromium trusts exactly that certificate's key
+local CA (tools.localca). Chromium trusts exactly that certificate's key
 (``--ignore-certificate-errors-spki-list``), never "any certificate": a browser without
 the pin refuses the same page, which the last test shows.
 """
@@ -24,7 +24,7 @@ try:  # the local CA tool needs the `ops` extra (the Makefile's test targets inc
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from services.tools import localca
+    from tools import localca
 except ImportError as missing:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"{missing}: the TLS page tests need the ops extra: `uv run --extra ops pytest`"

@@ -9,9 +9,9 @@ from aiohttp import web
 from helpers import eventually
 from replicas import token
 
+from clients.wwws import Client, ClientError
 from services.chat.app import create_app
 from services.kit import CONTEXT
-from services.kit.client import Client, ClientError
 from services.kit.hub import ChannelHub
 from services.kit.outbound import close_frame, text_frame
 from services.kit.protocol import encode

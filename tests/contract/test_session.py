@@ -12,6 +12,7 @@ from helpers import eventually, receive_close, receive_op
 from partition import Partition
 from replicas import connect, make_settings, token
 
+from clients.wwws import Client
 from services.chat.app import create_app as create_chat
 from services.kit import (
     CONTEXT,
@@ -23,7 +24,6 @@ from services.kit import (
 )
 from services.kit.app import close_connections
 from services.kit.backplane import MemoryBackplane, RedisBackplane
-from services.kit.client import Client
 from services.telephony.app import create_app as create_telephony
 from services.ticker.app import create_app as create_ticker
 

@@ -25,6 +25,19 @@ async def test_pages_are_served_over_verified_tls(stack: Stack, path: str):
         assert "text/html" in response.headers["Content-Type"]
 
 
+async def test_landing_page_is_the_kits_served_by_every_service(stack: Stack):
+    """`/` is not chat's: Traefik's `landing` service spans every service's replicas, and
+    each one answers it with the same page."""
+    async with stack.session() as session:
+        async with session.get(stack.base + "/") as response:
+            through_traefik = await response.text()
+        for service in ("chat", "ticker", "telephony"):
+            ip = stack.container_ip(stack.containers(service)[0])
+            async with session.get(f"http://{ip}:8000/") as response:
+                assert response.status == 200, service
+                assert await response.text() == through_traefik, service
+
+
 async def test_internal_endpoints_are_not_routed(stack: Stack):
     async with stack.session() as session:
         for path in ("/metrics", "/readyz", "/healthz", "/chat/metrics"):

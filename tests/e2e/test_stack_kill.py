@@ -12,7 +12,7 @@ import collections
 
 from stack import Stack
 
-from services.kit.client import Client, ClientError, NotAcknowledged
+from clients.wwws import Client, ClientError, NotAcknowledged
 
 ROOM = "e2e-kill"
 CLIENTS = 6

@@ -14,7 +14,7 @@ from netcut import NetCut
 from stack import Stack
 from workload import CallFlow, ChatFlow, Flow, TickerFlow
 
-from services.kit.client import Client
+from clients.wwws import Client
 
 __all__ = ["Outcome", "run_scenario"]
 

@@ -19,7 +19,7 @@ from netcut import NetCut
 from stack import ROOT, Stack
 from stack_fixtures import wait_until_routed
 
-from services.kit.client import Client
+from clients.wwws import Client
 
 __all__ = ["APP_SERVICES", "SCENARIOS", "FaultContext", "Scenario", "heal"]
 

@@ -1,6 +1,6 @@
 """The users of every service, working through a fault, and what they saw.
 
-Each flow uses the shipped Python client (services/kit/client.py) the way a user would,
+Each flow uses the shipped Python client (clients/wwws.py) the way a user would,
 keeps what was acknowledged to it, and at the end lists its problems (empty: the
 guarantee held):
 
@@ -23,7 +23,7 @@ import aiohttp
 from helpers import eventually
 from stack import Stack
 
-from services.kit.client import Client, ClientError, NotAcknowledged
+from clients.wwws import Client, ClientError, NotAcknowledged
 
 __all__ = ["CallFlow", "ChatFlow", "Connect", "Flow", "TickerFlow", "order_problems"]
 

@@ -1,4 +1,4 @@
-"""Mint a connection token: ``python -m services.tools.token alice [--ttl 3600]``.
+"""Mint a connection token: ``python -m tools.token alice [--ttl 3600]``.
 
 Reads WWWS_TOKEN_SECRET from the environment or, failing that, from ./.env (what
 ``make up`` wrote), and prints a JWT to use as the ``token`` query parameter.
@@ -28,7 +28,7 @@ def secret_from(env_file: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.tools.token", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.token", description=__doc__)
     parser.add_argument("user", help="user id (the token's sub claim)")
     parser.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
     parser.add_argument("--env-file", type=Path, default=Path(".env"))

@@ -2,7 +2,7 @@
 
 Usage::
 
-    uv run --extra ops python -m services.tools.localca [--dir deploy/certs] [--force] [--quiet]
+    uv run --extra ops python -m tools.localca [--dir deploy/certs] [--force] [--quiet]
 
 On the first run it creates, in ``deploy/certs/``:
 
@@ -277,7 +277,7 @@ The CA is name-constrained to localhost, 127.0.0.0/8 and ::1: it cannot vouch fo
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.tools.localca",
+        prog="python -m tools.localca",
         description="Create a local CA and a localhost server certificate for Traefik.",
     )
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="output directory")

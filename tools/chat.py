@@ -1,4 +1,4 @@
-"""A terminal chat client: ``python -m services.tools.chat alice lobby``.
+"""A terminal chat client: ``python -m tools.chat alice lobby``.
 
 Lines you type are published to the room; the room's messages, joins and leaves are
 printed as they arrive. It reconnects through Traefik by the close-code policy and resumes
@@ -16,8 +16,8 @@ import ssl
 import sys
 from pathlib import Path
 
+from clients.wwws import Client, ClientError, NotAcknowledged
 from services.kit.auth import mint_token
-from services.kit.client import Client, ClientError, NotAcknowledged
 
 from .token import secret_from
 
@@ -66,7 +66,7 @@ async def _print_room(client: Client) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.tools.chat", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.chat", description=__doc__)
     parser.add_argument("user")
     parser.add_argument("room", nargs="?", default="lobby")
     parser.add_argument("--url", default="wss://localhost/chat/ws")
