@@ -238,6 +238,10 @@ class Client:
         while True:
             yield await self._inbox.get()
 
+    async def next_message(self, within: float = 10.0) -> tuple[str, int, Any]:
+        """The next ``msg`` as (channel, offset, data); TimeoutError after ``within`` s."""
+        return await asyncio.wait_for(self._inbox.get(), within)
+
     def drain_messages(self) -> list[tuple[str, int, Any]]:
         items = []
         while not self._inbox.empty():

@@ -100,7 +100,8 @@ async def test_invalid_utf8_closes_1007(replicas):
     client = await replicas.start(create_app, "chat")
     bystander = await _bystander(client)
     ws = await connect(client, "chat")
-    # A text frame whose payload is not UTF-8: send it through the raw writer.
+    # A text frame whose payload is not UTF-8: aiohttp's public API encodes str, so this
+    # goes through its frame writer (the client library's internals, not the kit's).
     await ws._writer.send_frame(b'{"op":"\xff\xfe"}', aiohttp.WSMsgType.TEXT)
     assert await receive_close(ws) == 1007
     await _bystander_still_works(client, bystander)

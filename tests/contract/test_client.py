@@ -109,14 +109,14 @@ async def test_client_holds_a_ticker_connection_and_subscribes(replicas):
         await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 11.0}))
         prices = []
         while len(prices) < 2:
-            channel, _offset, data = await asyncio.wait_for(client._inbox.get(), 10)
+            channel, _offset, data = await client.next_message(within=10)
             if channel == "AAPL":
                 prices.append(data["price"])
         assert prices == [10.0, 11.0]
         await drop_connections(server, "trader")
         await eventually(lambda: client.reconnects == 1 and client.live, what="one reconnect")
         await hub.publish("AAPL", orjson.dumps({"symbol": "AAPL", "price": 12.0}))
-        channel, _offset, data = await asyncio.wait_for(client._inbox.get(), 10)
+        channel, _offset, data = await client.next_message(within=10)
         assert (channel, data["price"]) == ("AAPL", 12.0)
         assert client.reconnects == 1 and client.dropped == [] and client.close_codes == [1011]
 
@@ -136,7 +136,7 @@ async def test_client_misses_no_notification_across_a_reconnect(replicas):
             sent.append(await hub.publish("user:notified", orjson.dumps({"n": n})))
         got = []
         while len(got) < 45:
-            got.append(await asyncio.wait_for(client._inbox.get(), 10))
+            got.append(await client.next_message(within=10))
         assert [(ch, data["n"]) for ch, _, data in got] == [("user:notified", n) for n in range(45)]
         assert [offset for _, offset, _ in got] == [offset for _, offset in sent]
         assert client.gaps == [] and client.drain_messages() == []
