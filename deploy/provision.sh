@@ -167,6 +167,10 @@ if [ "${WWWS_WITH_BENCH:-0}" = 1 ]; then
         if have systemctl && systemctl is-active --quiet redis-server 2>/dev/null; then
             systemctl disable --now redis-server >/dev/null 2>&1 || true
             step "redis-server: the system service the package started is stopped and disabled"
+        elif have service && pgrep -x redis-server >/dev/null 2>&1; then
+            service redis-server stop >/dev/null 2>&1 || true
+            update-rc.d redis-server disable >/dev/null 2>&1 || true
+            step "redis-server: the init script the package started is stopped and disabled"
         fi
     fi
     step "bench tools: $(redis-server --version | cut -d' ' -f1-3), node $(node --version), npm $(npm --version)"
