@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "deploy" / "certs"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "deploy" / "certs"
 DNS_NAMES: tuple[str, ...] = ("localhost",)
 IP_ADDRESSES: tuple[str, ...] = ("127.0.0.1", "::1")
 CA_DAYS = 3650
