@@ -49,7 +49,7 @@ class Settings:
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         reader = EnvReader(env)
-        secret = reader.text("WWWS_TOKEN_SECRET", required=True)
+        secret = reader.secret("WWWS_TOKEN_SECRET", required=True)
         if len(secret) < 32:
             reader.problems.append("WWWS_TOKEN_SECRET must be at least 32 characters (HS256 key)")
         public_url = reader.text("WWWS_PUBLIC_URL", cls.public_url).rstrip("/")
@@ -61,7 +61,7 @@ class Settings:
         settings = cls(
             service=service,
             token_secret=secret,
-            backplane_url=reader.text("WWWS_BACKPLANE_URL", cls.backplane_url),
+            backplane_url=reader.secret("WWWS_BACKPLANE_URL", cls.backplane_url),
             public_url=public_url,
             allowed_origins=origins,
             host=reader.text("WWWS_HOST", cls.host),
@@ -90,7 +90,7 @@ class Settings:
                 "WWWS_BACKPLANE_GRACE_SECONDS", cls.backplane_grace_seconds
             ),
             dev_login=reader.flag("WWWS_DEV_LOGIN", cls.dev_login),
-            api_key=reader.text("WWWS_API_KEY", "") or None,
+            api_key=reader.secret("WWWS_API_KEY", "") or None,
             log_level=reader.text("WWWS_LOG_LEVEL", cls.log_level).upper(),
         )
         if reader.problems:
@@ -114,6 +114,27 @@ class EnvReader:
         value = self.env.get(name, "").strip()
         if not value and required:
             self.problems.append(f"{name} is required (see .env.example)")
+        return value or default
+
+    def secret(self, name: str, default: str = "", required: bool = False) -> str:
+        """NAME, or the content of the file NAME_FILE names (Docker/Swarm secrets).
+
+        Setting both is refused: which one wins would be a guess.
+        """
+        path = self.env.get(f"{name}_FILE", "").strip()
+        if not path:
+            return self.text(name, default, required)
+        if self.env.get(name, "").strip():
+            self.problems.append(f"set {name} or {name}_FILE, not both")
+            return default
+        try:
+            with open(path, encoding="utf-8") as secret_file:
+                value = secret_file.read().strip()
+        except OSError as exc:
+            self.problems.append(f"{name}_FILE={path}: cannot read it ({exc.strerror})")
+            return default
+        if not value and required:
+            self.problems.append(f"{name}_FILE={path} is empty")
         return value or default
 
     def integer(self, name: str, default: int) -> int:

@@ -49,7 +49,7 @@ class FeedSettings:
         reader = EnvReader(os.environ if environ is None else environ)
         symbols = reader.text("WWWS_FEED_SYMBOLS", ",".join(cls.symbols))
         settings = cls(
-            backplane_url=reader.text("WWWS_BACKPLANE_URL", cls.backplane_url),
+            backplane_url=reader.secret("WWWS_BACKPLANE_URL", cls.backplane_url),
             symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()),
             interval_seconds=reader.number("WWWS_FEED_INTERVAL_SECONDS", cls.interval_seconds),
             seed=reader.integer("WWWS_FEED_SEED", cls.seed),

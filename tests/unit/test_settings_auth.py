@@ -57,3 +57,19 @@ def test_origin_allow_list():
     with pytest.raises(AuthError) as error:
         check_origin("https://localhost.evil", ("https://localhost",))
     assert error.value.status == 403
+
+
+def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path):
+    secret_file = tmp_path / "token_secret"
+    secret_file.write_text(SECRET + "\n")
+    settings = Settings.from_env("chat", {"WWWS_TOKEN_SECRET_FILE": str(secret_file)})
+    assert settings.token_secret == SECRET
+
+
+def test_a_secret_file_that_is_missing_or_doubled_is_named():
+    with pytest.raises(SettingsError, match="WWWS_TOKEN_SECRET_FILE=/nonexistent: cannot read"):
+        Settings.from_env("chat", {"WWWS_TOKEN_SECRET_FILE": "/nonexistent"})
+    with pytest.raises(SettingsError, match="WWWS_TOKEN_SECRET or WWWS_TOKEN_SECRET_FILE"):
+        Settings.from_env(
+            "chat", {"WWWS_TOKEN_SECRET": SECRET, "WWWS_TOKEN_SECRET_FILE": "/nonexistent"}
+        )
