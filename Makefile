@@ -18,7 +18,7 @@ IMAGES_ENV := deploy/build/images.env
 WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
 COMPOSE := $(WITH_IMAGES) docker compose
 
-.PHONY: help provision images certs env up down ps logs scale compose test test-ci lint unit e2e requirements provision-bench
+.PHONY: help provision images certs env up check down ps logs scale compose test test-ci lint unit e2e requirements provision-bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,8 +41,9 @@ certs: ## create the local CA and the localhost certificate in deploy/certs (ide
 env: ## create .env (random secrets) if missing; refresh its DOCKER_GID and image names
 	@bash deploy/dotenv.sh
 
-up: provision images certs env ## start the stack (docker compose up -d --wait) and print the URLs
+up: provision images certs env ## start the stack (docker compose up -d --wait), check it from outside, print the URLs
 	@$(COMPOSE) up -d --wait --no-build
+	@$(WITH_IMAGES) COMPOSE="docker compose" deploy/check.sh "$(WWWS_PUBLIC_URL)"
 	@echo
 	@echo "  wwws is up (project $(COMPOSE_PROJECT_NAME)):"
 	@echo "    $(WWWS_PUBLIC_URL)/            landing page"
@@ -52,6 +53,9 @@ up: provision images certs env ## start the stack (docker compose up -d --wait) 
 	@echo "    curl --cacert deploy/certs/ca.crt $(WWWS_PUBLIC_URL)/"
 	@echo "  trust it in browsers: uv run --extra ops python -m tools.localca (prints how)"
 	@echo "  scale: docker compose up -d --scale chat=3    stop: make down"
+
+check: ## is the stack usable? every container healthy AND the public URL answering (make up runs it)
+	@$(WITH_IMAGES) COMPOSE="docker compose" deploy/check.sh "$(WWWS_PUBLIC_URL)"
 
 down: ## stop and remove the stack (keeps the volumes; `make down V=1` removes them too)
 	@$(COMPOSE) down --remove-orphans $(if $(V),-v)
