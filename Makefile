@@ -108,7 +108,7 @@ requirements: ## regenerate the image's deploy/app/requirements.txt from uv.lock
 	@echo "[requirements] deploy/app/requirements.txt written from uv.lock"
 
 unit: ## fast tests: unit + contract on the memory backplane (no Docker, no browser)
-	@uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench -m "not redis and not e2e and not browser" $(PYTEST_ARGS)
+	@uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench -m "not redis and not e2e and not faults and not browser" $(PYTEST_ARGS)
 
 e2e: provision images certs ## end-to-end tests against a real compose stack
 	@$(PYTEST) -m e2e

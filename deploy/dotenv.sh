@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .env from .env.example (random WWWS_TOKEN_SECRET and WWWS_TICKER_API_KEY) if it is
-# missing, then refresh the block at its end that this script manages: DOCKER_GID and the
+# Create .env from .env.example if it is missing, fill in every secret it generates that is
+# missing or empty (random WWWS_TOKEN_SECRET, WWWS_TICKER_API_KEY, WWWS_ADMIN_API_KEY), then
+# refresh the block at its end that this script manages: DOCKER_GID and the
 # image names chosen by deploy/offline-images.sh. With them in .env, plain `docker compose`
 # commands (e.g. `docker compose up -d --scale chat=3`) see the same settings as `make up`.
 # Everything above the managed block is left as it is; the shell environment still wins.
@@ -12,13 +13,29 @@ IMAGES_ENV=deploy/build/images.env
 BEGIN="# >>> managed by deploy/dotenv.sh (make env / make up): do not edit below"
 END="# <<< end of managed block"
 
+# Secrets this script generates: in a new .env, and in an existing one where the
+# variable is missing or empty (a kit update that adds a secret needs no manual step).
+GENERATED_SECRETS="WWWS_TOKEN_SECRET WWWS_TICKER_API_KEY WWWS_ADMIN_API_KEY"
+
 if [ ! -f "$ENV_FILE" ]; then
-    secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
-    key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-    (umask 077 && sed -e "s|^WWWS_TOKEN_SECRET=.*|WWWS_TOKEN_SECRET=$secret|" \
-        -e "s|^WWWS_TICKER_API_KEY=.*|WWWS_TICKER_API_KEY=$key|" .env.example >"$ENV_FILE")
-    echo "[env] created .env with a random WWWS_TOKEN_SECRET and WWWS_TICKER_API_KEY"
+    (umask 077 && cp .env.example "$ENV_FILE")
+    echo "[env] created .env from .env.example"
 fi
+for name in $GENERATED_SECRETS; do
+    if grep -qE "^[[:space:]]*$name=[^[:space:]]" "$ENV_FILE"; then
+        continue
+    fi
+    value=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
+    tmp=$(mktemp "$ENV_FILE.XXXXXX")
+    chmod 600 "$tmp"
+    if grep -qE "^[[:space:]]*$name=" "$ENV_FILE"; then
+        sed -e "s|^[[:space:]]*$name=.*|$name=$value|" "$ENV_FILE" >"$tmp"
+    else
+        { cat "$ENV_FILE"; echo "$name=$value"; } >"$tmp"
+    fi
+    mv "$tmp" "$ENV_FILE"
+    echo "[env] .env: generated a random $name"
+done
 
 block=$(
     echo "$BEGIN"

@@ -55,6 +55,7 @@ class Stack:
     ticker_replicas: int
     telephony_replicas: int
     env_file: Path
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     drain_seconds: float = 3.0
     outbound_queue_bytes: int = 256 * 1024
     extra: dict[str, str] = field(default_factory=dict)
@@ -76,6 +77,7 @@ class Stack:
                 "COMPOSE_PROJECT_NAME": self.project,
                 "WWWS_TOKEN_SECRET": self.secret,
                 "WWWS_TICKER_API_KEY": self.api_key,
+                "WWWS_ADMIN_API_KEY": self.admin_key,
                 "WWWS_PUBLIC_URL": self.base,
                 "WWWS_DEV_LOGIN": "1",
                 "WWWS_DRAIN_SECONDS": str(self.drain_seconds),

@@ -21,6 +21,7 @@ from .outage import watch_backplane_lifecycle
 from .pages import add_page_routes
 from .protocol import CloseCode
 from .replica import ReplicaState
+from .replica_report import report_lifecycle
 from .service import CONTEXT, ServiceContext, ServiceSpec, StateT
 from .session import websocket_endpoint
 from .settings import Settings
@@ -67,6 +68,7 @@ def build_app(
     app.cleanup_ctx.append(_backplane_lifecycle)
     app.cleanup_ctx.append(_loop_lag_lifecycle)
     app.cleanup_ctx.append(watch_backplane_lifecycle)
+    app.cleanup_ctx.append(report_lifecycle)
     app.on_shutdown.append(_going_away)
     if spec.setup is not None:
         ctx.set_state(spec.setup(app, ctx))

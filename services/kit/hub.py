@@ -85,6 +85,17 @@ class ChannelHub:
     def channel_count(self) -> int:
         return len(self._channels)
 
+    def busiest(self, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` channels with the most local subscribers (ephemeral and internal
+        ``#`` channels left out), as ``(channel, subscribers)``, busiest first."""
+        counts = [
+            (name, len(local.live) + len(local.joining))
+            for name, local in self._channels.items()
+            if not local.ephemeral and not name.startswith("#")
+        ]
+        counts.sort(key=lambda item: (-item[1], item[0]))
+        return counts[:limit]
+
     async def publish(
         self, channel: str, data: bytes, *, history: bool = True, idempotency_key: str = ""
     ) -> tuple[str, int]:

@@ -44,6 +44,8 @@ class Settings:
     dev_login: bool = False
     api_key: str | None = None
     log_level: str = "INFO"
+    #: how often the replica reports its state to the admin console (0: never)
+    report_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +94,7 @@ class Settings:
             dev_login=reader.flag("WWWS_DEV_LOGIN", cls.dev_login),
             api_key=reader.secret("WWWS_API_KEY", "") or None,
             log_level=reader.text("WWWS_LOG_LEVEL", cls.log_level).upper(),
+            report_seconds=reader.number("WWWS_REPORT_SECONDS", cls.report_seconds),
         )
         if reader.problems:
             raise SettingsError("invalid settings: " + "; ".join(reader.problems))

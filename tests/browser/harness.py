@@ -27,6 +27,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from services.admin.app import create_app as create_admin
 from services.chat.app import create_app as create_chat
 from services.kit.app import CONTEXT
 from services.kit.backplane import MemoryBackplane, MemoryState
@@ -48,7 +49,12 @@ CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
 ]
 API_KEY = "browser-test-api-key"
-FACTORIES = {"chat": create_chat, "ticker": create_ticker, "telephony": create_telephony}
+FACTORIES = {
+    "chat": create_chat,
+    "ticker": create_ticker,
+    "telephony": create_telephony,
+    "admin": create_admin,  # its admin key is API_KEY
+}
 # Everything here happens in milliseconds on loopback; the slack is for a loaded CI machine.
 TIMEOUT_MS = 10_000
 expect.set_options(timeout=TIMEOUT_MS)
@@ -56,7 +62,8 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 @dataclass
 class Stack:
-    """chat, ticker and telephony on one background loop, one port each."""
+    """chat, ticker, telephony and the admin console on one background loop, one port
+    each."""
 
     state: MemoryState = field(default_factory=MemoryState)
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
@@ -133,6 +140,7 @@ class Stack:
             node_id=node,
             dev_login=True,
             api_key=API_KEY,
+            report_seconds=0.5,  # the admin console's updates, quicker than the default 2 s
         )
 
     async def _listen(self, name: str, sock: socket.socket) -> None:

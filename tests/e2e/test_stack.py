@@ -217,6 +217,7 @@ async def test_prometheus_scrapes_every_replica(stack: Stack):
         "ticker": stack.ticker_replicas,
         "ticker-feed": 1,
         "telephony": stack.telephony_replicas,
+        "admin": 1,
     }
     url = f"http://127.0.0.1:{stack.prometheus_port}/api/v1/targets?state=active"
     up: dict[str, int] = {}
