@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import orjson
 import pytest
-from helpers import collect_msgs, receive_close, receive_op
+from helpers import collect_msgs, eventually, receive_close, receive_op
 from stack import Stack
 
 
@@ -255,3 +256,22 @@ async def test_telephony_call_through_traefik(stack: Stack):
         assert (await receive_op(alice, "ended"))["reason"] == "hangup"
         await alice.close()
         await bob.close()
+
+
+async def test_access_log_keeps_handshake_tokens_out(stack: Stack):
+    # The token travels in the handshake's query string; the access log drops the path.
+    async with stack.session() as session:
+        ws, _ = await stack.connect(session, "chat", "logged")
+        await ws.close()
+    token = stack.token("logged")
+    traefik = stack.containers("traefik")[0]
+
+    def handshake_logged() -> list[dict[str, object]]:
+        lines = traefik.logs(tail=400).decode(errors="replace").splitlines()
+        records = [orjson.loads(line) for line in lines if line.startswith("{")]
+        # Traefik logs a hijacked (upgraded) connection with status 0 when it ends
+        return [r for r in records if r.get("DownstreamStatus") in (0, 101)]
+
+    records = await eventually(handshake_logged, what="an access log line for the handshake")
+    assert all("RequestPath" not in record for record in records)
+    assert token not in traefik.logs().decode(errors="replace")
