@@ -89,6 +89,20 @@ def stack(docker_services: object, stack_config: Stack) -> Stack:
     return stack_config
 
 
+async def compose_up(stack: Stack, timeout: float = 90.0) -> None:
+    """Every service back at its replica count and healthy (after a test killed or
+    stopped some), then routed by Traefik."""
+    command = ["docker", "compose", "--env-file", str(stack.env_file), "-p", stack.project]
+    command += ["-f", str(ROOT / "compose.yaml"), "up", "-d", "--no-build", "--wait"]
+    command += ["--wait-timeout", str(int(timeout))]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode(errors="replace")
+    await wait_until_routed(stack)
+
+
 async def wait_until_routed(stack: Stack, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     pending = {"/chat/", "/ticker/", "/telephony/"}

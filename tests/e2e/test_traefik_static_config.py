@@ -121,7 +121,7 @@ def test_dev_static_config_as_traefik_reads_it(dev: dict[str, Any]):
         "accessLog.format": "json",
         "accessLog.fields.names.requestpath": "drop",
         "global.sendAnonymousUsage": False,
-        "serversTransport.forwardingTimeouts.dialTimeout": "5s",
+        "serversTransport.forwardingTimeouts.dialTimeout": "1s",
     }
     # Traefik's log leaves out false values: a missing key reads as false (where the
     # setting were lost, its default, e.g. exposedByDefault=true, would show up instead)

@@ -16,8 +16,8 @@ import aiohttp
 import docker
 from helpers import eventually, receive_json
 from netcut import NetCut
-from stack import ROOT, Stack
-from stack_fixtures import wait_until_routed
+from stack import Stack
+from stack_fixtures import compose_up
 
 from clients.wwws import Client
 
@@ -133,28 +133,7 @@ async def every_replica_routed(stack: Stack, service: str) -> None:
 
 async def heal(stack: Stack) -> None:
     """Every service back at its replica count, healthy, each replica routed."""
-    compose = [
-        "docker",
-        "compose",
-        "--env-file",
-        str(stack.env_file),
-        "-p",
-        stack.project,
-        "-f",
-        str(ROOT / "compose.yaml"),
-        "up",
-        "-d",
-        "--no-build",
-        "--wait",
-        "--wait-timeout",
-        str(int(HEALTHY_TIMEOUT)),
-    ]
-    process = await asyncio.create_subprocess_exec(
-        *compose, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode(errors="replace")
-    await wait_until_routed(stack)
+    await compose_up(stack, HEALTHY_TIMEOUT)
     for service in APP_SERVICES:
         await every_replica_routed(stack, service)
 
