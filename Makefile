@@ -124,5 +124,8 @@ provision-bench: ## provision for the bench: what `provision` does, plus redis-s
 bench: provision-bench certs ## measure wwws vs the naive floor and its peers in one run (<20 min); results in bench/results/latest
 	@uv run --quiet --group bench python -m bench $(BENCH_ARGS)
 
+bench-redis: ## how long Redis takes to come back after a restart, compose.yaml's persistence vs plain AOF (about 1 min)
+	@$(WITH_IMAGES) uv run --extra ops python -m bench.redis_recovery $(ARGS)
+
 bench-smoke: ## the bench harness at tiny scale (about a minute): a check, not a measurement
 	@uv run --quiet --group bench --extra ops pytest -p no:cacheprovider tests/bench $(PYTEST_ARGS)
