@@ -18,7 +18,7 @@ IMAGES_ENV := deploy/build/images.env
 WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
 COMPOSE := $(WITH_IMAGES) docker compose
 
-.PHONY: help provision images certs env up up-nginx check down ps logs scale compose test test-ci lint unit e2e requirements provision-bench
+.PHONY: help provision images certs env up up-nginx rollout check down ps logs scale compose test test-ci lint unit e2e requirements provision-bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,10 @@ up-nginx: provision images certs env ## make up with nginx in front instead of T
 	@$(COMPOSE) -f compose.yaml -f compose.nginx.yaml up -d --wait --no-build
 	@$(WITH_IMAGES) COMPOSE="docker compose -f compose.yaml -f compose.nginx.yaml" deploy/check.sh "$(WWWS_PUBLIC_URL)"
 	@echo "  wwws is up behind nginx (project $(COMPOSE_PROJECT_NAME)): $(WWWS_PUBLIC_URL)/   stop: make down"
+
+rollout: ## replace a service's replicas one at a time, without downtime: make rollout S=chat
+	@test -n "$(S)" || { echo "usage: make rollout S=chat (or ticker, telephony, admin)"; exit 2; }
+	@$(WITH_IMAGES) COMPOSE="docker compose" deploy/rollout.sh "$(S)"
 
 check: ## is the stack usable? every container healthy AND the public URL answering (make up runs it)
 	@$(WITH_IMAGES) COMPOSE="docker compose" deploy/check.sh "$(WWWS_PUBLIC_URL)"

@@ -91,7 +91,7 @@ async def test_a_flood_of_plain_tcp_connections_leaves_the_front_door_answering(
 
 def run_check(stack: Stack, url: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env["COMPOSE"] = f'docker compose --env-file "{stack.env_file}" -f compose.yaml'
+    env["COMPOSE"] = f"docker compose --env-file {stack.env_file} -f compose.yaml"
     env["COMPOSE_PROJECT_NAME"] = stack.project
     return subprocess.run(
         ["bash", "deploy/check.sh", url],
