@@ -19,12 +19,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .backplane import NO_EPOCH, Backplane, Publication, ReadResult
+from .backplane import NO_EPOCH, Backplane, BackplaneUnavailable, Publication, ReadResult
 from .protocol import Since, msg_frame
 
 __all__ = ["ChannelHub", "SubscribeResult", "Subscriber"]
 
 log = logging.getLogger(__name__)
+
+# retrying a read the hub must make (a gap, a new epoch) while Redis is unreachable or still
+# loading (seconds): the first wait, doubling up to the last
+READ_RETRY_FIRST = 0.05
+READ_RETRY_MAX = 1.0
 
 
 class Subscriber(Protocol):
@@ -251,12 +256,22 @@ class ChannelHub:
 
     async def _fill_gap(self, local: _LocalChannel) -> None:
         """Live delivery skipped offsets (a lost pub/sub message): read them from the stream."""
+        delay = READ_RETRY_FIRST
         try:
             while True:
                 after = local.last_offset or 0
-                found = await self._broker.history(
-                    self.backplane_channel(local.name), since=after, limit=self._fill_limit
-                )
+                try:
+                    found = await self._broker.history(
+                        self.backplane_channel(local.name), since=after, limit=self._fill_limit
+                    )
+                except BackplaneUnavailable:
+                    # Not given up: what is held would be replayed into the same gap at
+                    # once, a busy loop while Redis is away.
+                    if self._channels.get(local.name) is not local:
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, READ_RETRY_MAX)
+                    continue
                 if local.epoch == NO_EPOCH:
                     local.epoch = found.epoch
                 if local.epoch is not None and found.epoch != local.epoch:
@@ -296,10 +311,25 @@ class ChannelHub:
         local.live.clear()
         for subscriber in subscribers:
             local.joining[subscriber] = []
-        result = await self._read_for(local.name, None, self._fill_limit)
+        # The read must happen: until it does, the subscribers wait in `joining` and get
+        # nothing. Right after Redis lost its data it may still be loading or unreachable
+        # (the restart that lost it), so keep trying while the channel has subscribers.
+        delay = READ_RETRY_FIRST
+        while True:
+            try:
+                result = await self._read_for(local.name, None, self._fill_limit)
+                break
+            except BackplaneUnavailable:
+                if self._channels.get(local.name) is not local or not local.joining:
+                    return  # nobody is waiting any more
+                log.warning("channel %s: reading the new epoch failed; retrying", local.name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, READ_RETRY_MAX)
         local.last_offset = result.offset if local.last_offset is None else local.last_offset
         for subscriber in subscribers:
-            buffered = local.joining.pop(subscriber, [])
+            if subscriber not in local.joining:
+                continue  # unsubscribed while the read was in flight
+            buffered = local.joining.pop(subscriber)
             subscriber.resubscribed(local.name, result)
             position = result.offset
             for publication in buffered:

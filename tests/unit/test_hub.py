@@ -72,3 +72,58 @@ async def _settle() -> None:
     """Let the hub's spawned tasks (memory reads complete without waiting) run to the end."""
     for _ in range(10):
         await asyncio.sleep(0)
+
+
+async def test_an_epoch_restart_whose_read_fails_is_retried_and_delivery_goes_on():
+    """Redis lost its data and is still loading when the hub reads the new epoch: the
+    subscribers must not be left waiting for a read that never comes (they would get
+    nothing more, ever)."""
+    state, (hub,) = replicas(1)
+    recorder = await subscribe(hub, "room")
+    await hub.publish("room", b"{}")
+    state.flush()
+    state.failing_reads = 3
+    new, _ = await hub.publish("room", b'{"n":1}')
+    for _ in range(50):
+        if recorder.replies:
+            break
+        await asyncio.sleep(0.05)
+    assert state.failing_reads == 0
+    [reply] = recorder.replies
+    assert (reply.epoch, reply.recovered, reply.offset) == (new, False, 1)
+    await hub.publish("room", b'{"n":2}')
+    assert recorder.offsets[-1] == 2
+    assert recorder.publications[-1].data == b'{"n":2}'
+
+
+async def test_a_subscriber_that_leaves_during_an_epoch_restart_is_not_brought_back():
+    state, (hub,) = replicas(1)
+    stays = await subscribe(hub, "room")
+    leaves = await subscribe(hub, "room")
+    await hub.publish("room", b"{}")
+    state.flush()
+    state.failing_reads = 2
+    await hub.publish("room", b"{}")
+    await asyncio.sleep(0)  # the restart has started and waits to retry its read
+    await hub.unsubscribe(leaves, "room")
+    for _ in range(50):
+        if stays.replies:
+            break
+        await asyncio.sleep(0.05)
+    assert len(stays.replies) == 1 and leaves.replies == []
+    await hub.publish("room", b"{}")
+    assert stays.offsets[-1] == 2 and leaves.offsets == [1]
+
+
+async def test_a_gap_whose_read_fails_is_filled_once_the_backplane_answers():
+    state, (hub,) = replicas(1)
+    recorder = await subscribe(hub, "room")
+    await hub.publish("room", b"{}")
+    state.append_without_delivery("svc:room", b'{"lost":1}')
+    state.failing_reads = 3
+    await hub.publish("room", b"{}")
+    for _ in range(50):
+        if len(recorder.offsets) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert recorder.offsets == [1, 2, 3] and state.failing_reads == 0

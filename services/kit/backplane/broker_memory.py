@@ -6,6 +6,7 @@ from __future__ import annotations
 from .broker import (
     EPHEMERAL_OFFSET,
     NO_EPOCH,
+    BackplaneUnavailable,
     Broker,
     Publication,
     ReadResult,
@@ -67,6 +68,9 @@ class MemoryBroker(Broker):
         self, channel: str, *, since: int | None = None, limit: int, reverse: bool = False
     ) -> ReadResult:
         check_offset(since)
+        if self._state.failing_reads > 0:
+            self._state.failing_reads -= 1
+            raise BackplaneUnavailable("LOADING Redis is loading the dataset in memory")
         stream = self._trimmed(channel)
         if stream is None:
             return ReadResult(NO_EPOCH, 0, 1, [])

@@ -38,6 +38,8 @@ class MemoryState:
         self.listeners: dict[str, set[MemoryBroker]] = {}
         # group -> user -> connection -> expiry (clock seconds)
         self.presence: dict[str, dict[str, dict[str, float]]] = {}
+        #: the next this many history reads fail (a Redis still loading after a restart)
+        self.failing_reads = 0
 
     # -- fault injection (tests): what a Redis losing data or a message would do ------
     def drop_stream(self, channel: str) -> None:
