@@ -203,6 +203,15 @@ class ChannelHub:
             same = since.epoch in (found.epoch, NO_EPOCH)
             if same and found.covers(since.offset) and complete:
                 return SubscribeResult(found.epoch, found.top, True, found.publications)
+            if not same and found.epoch != NO_EPOCH:
+                # The client's stream is gone (Redis lost its data) and it has seen nothing
+                # of the one that replaced it: hand that one out whole, from its first
+                # publication, rather than only its latest window (recovered: false still
+                # tells it about what the old stream took with it).
+                fresh = await self._broker.history(name, since=0, limit=self._fill_limit)
+                whole = fresh.covers(0) and len(fresh.publications) == fresh.top
+                if fresh.epoch == found.epoch and whole:
+                    return SubscribeResult(fresh.epoch, fresh.top, False, fresh.publications)
         latest = await self._broker.history(name, limit=window, reverse=True)
         return SubscribeResult(latest.epoch, latest.top, False, latest.publications)
 

@@ -8,6 +8,7 @@ from fakes import Recorder
 
 from services.kit.backplane import NO_EPOCH, MemoryBackplane, MemoryState
 from services.kit.hub import ChannelHub
+from services.kit.protocol import Since
 
 
 def replicas(count: int) -> tuple[MemoryState, list[ChannelHub]]:
@@ -127,3 +128,20 @@ async def test_a_gap_whose_read_fails_is_filled_once_the_backplane_answers():
             break
         await asyncio.sleep(0.05)
     assert recorder.offsets == [1, 2, 3] and state.failing_reads == 0
+
+
+async def test_a_resume_from_a_lost_stream_gets_the_whole_new_stream_not_its_window():
+    """The client followed a stream Redis lost; the new one already has more than the
+    window: it has seen none of it, so it gets all of it (and recovered: false)."""
+    state, (hub,) = replicas(1)
+    old, _ = await hub.publish("room", b"{}")
+    state.flush()
+    for n in range(25):
+        new, _ = await hub.publish("room", b'{"n":%d}' % n)
+    recorder = Recorder()
+    result = await hub.subscribe(recorder, "room", Since(old, 1), 10, lambda _: None)
+    assert (result.epoch, result.recovered, result.offset) == (new, False, 25)
+    assert [p.offset for p in result.publications] == list(range(1, 26))
+    # a fresh subscriber (no since) still gets the window only
+    latest = await hub.subscribe(Recorder(), "room", None, 10, lambda _: None)
+    assert [p.offset for p in latest.publications] == list(range(16, 26))
