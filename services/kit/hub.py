@@ -228,7 +228,11 @@ class ChannelHub:
         if local.epoch == NO_EPOCH:
             local.epoch = epoch  # the channel's first publication created its stream
         elif local.epoch is not None and epoch != local.epoch:
-            self._spawn(self._restart_epoch(local, epoch))
+            # The stream was lost and restarted. Held like a gap, and handled by the one
+            # fill task: two restarts at once would each hand out part of the new stream.
+            local.filling = True
+            local.held.append((epoch, publication))
+            self._spawn(self._fill_gap(local))
             return
         if local.last_offset is not None:
             if publication.offset <= local.last_offset:
@@ -284,7 +288,7 @@ class ChannelHub:
                 if local.epoch == NO_EPOCH:
                     local.epoch = found.epoch
                 if local.epoch is not None and found.epoch != local.epoch:
-                    local.filling = False
+                    # still `filling`: live publications are held until it is done
                     await self._restart_epoch(local, found.epoch)
                     return
                 for publication in found.publications:
@@ -309,7 +313,8 @@ class ChannelHub:
 
         Each live subscriber is re-subscribed as if it had asked with its old position,
         which the new epoch cannot satisfy, so it receives ``recovered: false`` and the
-        latest window: the gap is announced, never silent.
+        new stream: the gap is announced, never silent. Runs only inside :meth:`_fill_gap`
+        (one per channel at a time), with live publications held until it is done.
         """
         if local.epoch == epoch:
             return
@@ -334,7 +339,8 @@ class ChannelHub:
                 log.warning("channel %s: reading the new epoch failed; retrying", local.name)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, READ_RETRY_MAX)
-        local.last_offset = result.offset if local.last_offset is None else local.last_offset
+        local.epoch = result.epoch  # the stream as read, should it have changed again
+        local.last_offset = result.offset
         for subscriber in subscribers:
             if subscriber not in local.joining:
                 continue  # unsubscribed while the read was in flight

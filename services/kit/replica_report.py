@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 #: the admin service's namespace ("admin:") + its channel: its hub delivers it as "replicas"
 REPORT_CHANNEL = "admin:replicas"
 BUSIEST_PER_REPLICA = 10
+REPORT_TIMEOUT = 2.0  # a report that cannot be published by then is skipped
 
 _GAUGES = {
     "wwws_connections": "connections",
@@ -71,24 +72,33 @@ def replica_report(ctx: ServiceContext) -> dict[str, Any]:
     return report
 
 
-async def _report_forever(ctx: ServiceContext) -> None:
+async def _report_forever(ctx: ServiceContext, stop: asyncio.Event) -> None:
     interval = ctx.settings.report_seconds
-    while True:
+    while not stop.is_set():
         try:
             payload = orjson.dumps(replica_report(ctx))
-            await ctx.backplane.broker.publish(REPORT_CHANNEL, payload, history=False)
-        except BackplaneUnavailable:
+            await asyncio.wait_for(
+                ctx.backplane.broker.publish(REPORT_CHANNEL, payload, history=False),
+                REPORT_TIMEOUT,
+            )
+        except (BackplaneUnavailable, TimeoutError):
             log.debug("replica report skipped: backplane unavailable")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 async def report_lifecycle(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
-    task = None
-    if ctx.settings.report_seconds > 0:
-        task = asyncio.create_task(_report_forever(ctx))
+    if ctx.settings.report_seconds <= 0:
+        yield
+        return
+    # Stopped by an event, not by cancelling: a cancellation that lands as a publish
+    # completes can be swallowed (redis-py), and the app's cleanup would wait forever.
+    stop = asyncio.Event()
+    task = asyncio.create_task(_report_forever(ctx, stop), name="replica-report")
     yield
-    if task is not None:
+    stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), REPORT_TIMEOUT + 1.0)
+    except TimeoutError:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
