@@ -393,7 +393,10 @@ export class WwwsClient extends EventTarget {
     // its first publication created is the one we follow, so a recovered reply is no loss,
     // and an automatic subscription checks for a gap (and asks with `since`) as usual.
     const created = state.epoch === "" && (frame.recovered || state.auto);
-    if (state.epoch !== null && state.epoch !== frame.epoch && !created) {
+    // One stream's top never goes below what we have seen: below it, the stream was lost
+    // and restarted, even where we only know the empty epoch "" for both.
+    const restarted = !frame.recovered && state.offset !== null && frame.offset < state.offset;
+    if (state.epoch !== null && ((state.epoch !== frame.epoch && !created) || restarted)) {
       // The channel's history was lost and restarted: old offsets mean nothing now.
       state.offset = null;
       if (state.onReset) state.onReset({ ch: frame.ch, reason: "epoch" });

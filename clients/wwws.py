@@ -286,8 +286,11 @@ class Client:
         position = self._state.positions.setdefault(channel, _Position())
         if position.epoch is not None and not frame["recovered"]:
             self.gaps.append((channel, position.offset, frame["offset"]))
-            if frame["epoch"] != position.epoch:
-                position.offset = 0  # a new stream: its offsets start again
+            # A new stream: its offsets start again. Seen by the epoch, or, where we only
+            # know the empty epoch "" (the channel had no stream when we subscribed), by
+            # a top below what we have seen, which one stream never does.
+            if frame["epoch"] != position.epoch or frame["offset"] < position.offset:
+                position.offset = 0
         position.epoch = frame["epoch"]
         for item in frame["publications"]:
             self._accept(item)

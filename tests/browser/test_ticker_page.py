@@ -117,3 +117,27 @@ def test_more_missed_than_the_window_are_fetched_with_since(pages: Pages, stack:
     stack.run(drop())
     texts = page.get_by_test_id("notification").locator("span")
     expect(texts).to_have_text([f"note {n}" for n in range(26, 0, -1)])
+
+
+def test_notifications_after_the_store_lost_its_data_all_arrive(pages: Pages, stack: Stack) -> None:
+    """The personal channel was empty at sign-in (epoch ""), so only its offsets tell the
+    page that the stream restarted: everything published into the new one must show (the
+    page starts its list again on a reset, as it does for any lost history)."""
+    page = sign_in(pages, stack, "frank")
+    for text in ("one", "two", "three"):
+        notify(stack, "frank", text)
+    texts = page.get_by_test_id("notification").locator("span")
+    expect(texts).to_have_count(3)
+    ticker = stack.context("ticker")
+
+    async def lose_the_stream() -> None:
+        # As when Redis loses its data and the replica's pub/sub reconnects.
+        channel = ticker.hub.backplane_channel("user:frank")
+        ticker.backplane.drop_stream(channel)
+        ticker.hub._on_resync(channel)
+
+    stack.run(lose_the_stream())
+    page.wait_for_timeout(200)  # the replica reads the (empty) stream and says so
+    for text in ("four", "five"):
+        notify(stack, "frank", text)
+    expect(texts).to_have_text(["five", "four"])

@@ -182,3 +182,25 @@ async def test_client_retries_a_publication_once_with_its_idempotency_key(replic
         async with Client(ws_url(server), token("reader")) as reader:
             reply = await reader.subscribe("lobby")
             assert [p["data"]["text"] for p in reply["publications"]] == ["once", "twice"]
+
+
+async def test_client_keeps_every_notification_after_the_store_lost_its_data(replicas):
+    """Redis lost its data and the replica found the stream gone before anything new was
+    published (the unsolicited `subscribed` has epoch "" and offset 0): what is published
+    into the new stream afterwards reaches the client, every one."""
+    server = await replicas.start(ticker_app, "ticker")
+    hub = ChannelHub(replicas.new_backplane(), "ticker")
+    async with Client(ticker_url(server), token("notified"), backoff_base=0.2) as client:
+        for n in range(3):
+            await hub.publish("user:notified", orjson.dumps({"n": n}))
+        got = [await client.next_message(within=10) for _ in range(3)]
+        replicas_hub = server.app[CONTEXT].hub
+        replicas.new_backplane.flush()
+        replicas_hub._on_resync(replicas_hub.backplane_channel("user:notified"))  # reconnect
+        await eventually(lambda: client.gaps, what="the lost stream announced")
+        for n in range(3, 8):
+            await hub.publish("user:notified", orjson.dumps({"n": n}))
+        while len(got) < 8:
+            got.append(await client.next_message(within=10))
+        assert [data["n"] for _, _, data in got] == list(range(8))
+        assert client.gaps == [("user:notified", 3, 0)]
