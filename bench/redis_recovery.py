@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES_ENV = ROOT / "deploy" / "build" / "images.env"
 EARLIER = ["redis-server", "--appendonly", "yes", "--dir", "/data", "--protected-mode", "no"]
 BATCH = 200
+PASSWORD = "bench-redis-password"
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Outcome:
     rewrites: int
     ping_seconds: float
     publish_seconds: float
+    memory_bytes: int
 
 
 def say(text: str) -> None:
@@ -49,6 +51,7 @@ def say(text: str) -> None:
 def compose_redis() -> tuple[str, list[str]]:
     """The redis service's image and command as compose renders them."""
     env = {**os.environ, "WWWS_TOKEN_SECRET": "x" * 32, "DOCKER_GID": "0"}
+    env["WWWS_REDIS_PASSWORD"] = PASSWORD
     if IMAGES_ENV.exists():
         for line in IMAGES_ENV.read_text().splitlines():
             name, _, value = line.partition("=")
@@ -73,6 +76,12 @@ def wait_port(container: Any) -> int:
             return int(bindings[0]["HostPort"])
         time.sleep(0.1)
     raise RuntimeError("redis published no port")
+
+
+def url_of(container: Any, command: list[str]) -> str:
+    """As the services connect: as the ACL user `wwws` where the command defines it."""
+    user = f"wwws:{PASSWORD}@" if "wwws" in command else ""
+    return f"redis://{user}127.0.0.1:{wait_port(container)}/0"
 
 
 async def fill(url: str, messages: int, rooms: int) -> None:
@@ -116,7 +125,7 @@ def measure(name: str, image: str, command: list[str], messages: int, rooms: int
         labels={"wwws.bench": "redis-recovery"},
     )
     try:
-        url = f"redis://127.0.0.1:{wait_port(container)}/0"
+        url = url_of(container, command)
         direct = redis.Redis.from_url(url, socket_timeout=5)
         until_answers(direct)
         say(f"{name}: {' '.join(command[1:])}")
@@ -124,12 +133,13 @@ def measure(name: str, image: str, command: list[str], messages: int, rooms: int
         while direct.info("persistence")["aof_rewrite_in_progress"]:
             time.sleep(0.2)
         rewrites = int(direct.info("persistence").get("aof_rewrites", 0))
+        memory = int(direct.info("memory")["used_memory"])
         size = container.exec_run(["sh", "-c", "du -sb /data | cut -f1"]).output
         aof_bytes = int(size.decode().strip() or 0)
         container.stop(timeout=10)
         started = time.monotonic()
         container.start()
-        url = f"redis://127.0.0.1:{wait_port(container)}/0"
+        url = url_of(container, command)
         direct = redis.Redis.from_url(url, socket_timeout=5)
         until_answers(direct)
         ping = time.monotonic() - started
@@ -137,7 +147,7 @@ def measure(name: str, image: str, command: list[str], messages: int, rooms: int
         publish = time.monotonic() - started
         mb = aof_bytes / 1e6
         say(f"{name}: data {mb:.1f} MB, PING after {ping:.2f}s, publish {publish:.2f}s")
-        return Outcome(name, aof_bytes, rewrites, ping, publish)
+        return Outcome(name, aof_bytes, rewrites, ping, publish, memory)
     finally:
         container.remove(force=True)
         volume.remove(force=True)
@@ -168,11 +178,12 @@ def main() -> None:
     ]
     before, after = outcomes
     print()
-    print("| settings | on disk | rewrites | PING after restart | first publish |")
-    print("|---|---|---|---|---|")
+    print("| settings | in memory | on disk | rewrites | PING after restart | first publish |")
+    print("|---|---|---|---|---|---|")
     for o in outcomes:
         print(
-            f"| {o.name} | {o.aof_bytes / 1e6:.1f} MB | {o.rewrites} | {o.ping_seconds:.2f} s "
+            f"| {o.name} | {o.memory_bytes / 1e6:.1f} MB | {o.aof_bytes / 1e6:.1f} MB "
+            f"| {o.rewrites} | {o.ping_seconds:.2f} s "
             f"| {o.publish_seconds:.2f} s |"
         )
     ratio = after.publish_seconds / before.publish_seconds if before.publish_seconds else 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .env from .env.example if it is missing, fill in every secret it generates that is
-# missing or empty (random WWWS_TOKEN_SECRET, WWWS_TICKER_API_KEY, WWWS_ADMIN_API_KEY), then
+# missing or empty (random WWWS_TOKEN_SECRET, WWWS_TICKER_API_KEY, WWWS_ADMIN_API_KEY,
+# WWWS_REDIS_PASSWORD), then
 # refresh the block at its end that this script manages: DOCKER_GID and the
 # image names chosen by deploy/offline-images.sh. With them in .env, plain `docker compose`
 # commands (e.g. `docker compose up -d --scale chat=3`) see the same settings as `make up`.
@@ -15,7 +16,7 @@ END="# <<< end of managed block"
 
 # Secrets this script generates: in a new .env, and in an existing one where the
 # variable is missing or empty (a kit update that adds a secret needs no manual step).
-GENERATED_SECRETS="WWWS_TOKEN_SECRET WWWS_TICKER_API_KEY WWWS_ADMIN_API_KEY"
+GENERATED_SECRETS="WWWS_TOKEN_SECRET WWWS_TICKER_API_KEY WWWS_ADMIN_API_KEY WWWS_REDIS_PASSWORD"
 
 if [ ! -f "$ENV_FILE" ]; then
     (umask 077 && cp .env.example "$ENV_FILE")

@@ -56,6 +56,7 @@ class Stack:
     telephony_replicas: int
     env_file: Path
     admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    redis_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     drain_seconds: float = 3.0
     outbound_queue_bytes: int = 256 * 1024
     extra: dict[str, str] = field(default_factory=dict)
@@ -78,6 +79,7 @@ class Stack:
                 "WWWS_TOKEN_SECRET": self.secret,
                 "WWWS_TICKER_API_KEY": self.api_key,
                 "WWWS_ADMIN_API_KEY": self.admin_key,
+                "WWWS_REDIS_PASSWORD": self.redis_password,
                 "WWWS_PUBLIC_URL": self.base,
                 "WWWS_DEV_LOGIN": "1",
                 "WWWS_DRAIN_SECONDS": str(self.drain_seconds),

@@ -22,6 +22,7 @@ from stack import IMAGES_ENV, ROOT, read_env_file
 
 RENDER_ENV = {
     "WWWS_TOKEN_SECRET": "s" * 32,
+    "WWWS_REDIS_PASSWORD": "p" * 24,
     "DOCKER_GID": "999",
     "COMPOSE_PROJECT_NAME": "wwws-config",
     "HTTPS_PORT": "8443",

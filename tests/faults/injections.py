@@ -183,7 +183,8 @@ async def kill_redis(ctx: FaultContext) -> None:
 async def redis_loses_its_data(ctx: FaultContext) -> None:
     """Redis comes back empty: every stream starts a new epoch."""
     redis = the(ctx.stack, "redis")
-    result = await in_thread(redis.exec_run, ["redis-cli", "FLUSHALL"])
+    flush = ["redis-cli", "--no-auth-warning", "--user", "wwws", "--pass", ctx.stack.redis_password]
+    result = await in_thread(redis.exec_run, [*flush, "FLUSHALL"])
     assert result.exit_code == 0, result.output
     await in_thread(redis.restart, timeout=10)
     await wait_healthy(redis)
