@@ -12,15 +12,13 @@ Until a probe succeeds again, new handshakes are refused with 503.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-from aiohttp import web
-
+from .background import stoppable, wait_or_stop
 from .protocol import CloseCode
-from .service import CONTEXT, ServiceContext
+from .service import ServiceContext
 
 __all__ = ["BackplaneOutage", "watch_backplane", "watch_backplane_lifecycle"]
 
@@ -76,24 +74,13 @@ async def watch_backplane(ctx: ServiceContext, stop: asyncio.Event) -> None:
         elif reachable and ctx.replica.backplane_lost:
             log.info("backplane reachable again", extra={"event": "backplane_back"})
         ctx.replica.backplane_lost = outage.lost
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await wait_or_stop(stop, interval)
 
 
-async def watch_backplane_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """An aiohttp cleanup context running :func:`watch_backplane` while the app runs."""
-    ctx = app[CONTEXT]
-    if ctx.settings.backplane_grace_seconds <= 0:
-        yield
-        return
-    # Stopped by an event, not by cancelling: a cancellation that lands as the probe
-    # completes can be swallowed (asyncio.wait_for in 3.11, redis-py), and the app's
-    # cleanup would wait forever.
-    stop = asyncio.Event()
-    task = asyncio.create_task(watch_backplane(ctx, stop), name="backplane-watch")
-    yield
-    stop.set()
-    try:
-        await asyncio.wait_for(asyncio.shield(task), PROBE_TIMEOUT + 1.0)
-    except TimeoutError:
-        task.cancel()
+#: the aiohttp cleanup context running :func:`watch_backplane` while the app runs
+watch_backplane_lifecycle = stoppable(
+    "backplane-watch",
+    watch_backplane,
+    PROBE_TIMEOUT + 1.0,
+    enabled=lambda ctx: ctx.settings.backplane_grace_seconds > 0,
+)

@@ -12,17 +12,15 @@ Counters are sent as totals; the console turns two reports into rates.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from aiohttp import web
 
+from .background import stoppable, wait_or_stop
 from .backplane import BackplaneUnavailable
-from .service import CONTEXT, ServiceContext
+from .service import ServiceContext
 
 __all__ = ["BUSIEST_PER_REPLICA", "REPORT_CHANNEL", "replica_report", "report_lifecycle"]
 
@@ -83,22 +81,13 @@ async def _report_forever(ctx: ServiceContext, stop: asyncio.Event) -> None:
             )
         except (BackplaneUnavailable, TimeoutError):
             log.debug("replica report skipped: backplane unavailable")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await wait_or_stop(stop, interval)
 
 
-async def report_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    ctx = app[CONTEXT]
-    if ctx.settings.report_seconds <= 0:
-        yield
-        return
-    # Stopped by an event, not by cancelling: a cancellation that lands as a publish
-    # completes can be swallowed (redis-py), and the app's cleanup would wait forever.
-    stop = asyncio.Event()
-    task = asyncio.create_task(_report_forever(ctx, stop), name="replica-report")
-    yield
-    stop.set()
-    try:
-        await asyncio.wait_for(asyncio.shield(task), REPORT_TIMEOUT + 1.0)
-    except TimeoutError:
-        task.cancel()
+#: the aiohttp cleanup context publishing the reports while the app runs
+report_lifecycle = stoppable(
+    "replica-report",
+    _report_forever,
+    REPORT_TIMEOUT + 1.0,
+    enabled=lambda ctx: ctx.settings.report_seconds > 0,
+)
