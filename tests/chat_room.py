@@ -1,0 +1,78 @@
+"""A room of chat clients (the shipped Python client) talking through the real stack
+while something happens to it, and the check of the chat guarantee afterwards: every
+acknowledged message reached every client once, in order, with no gap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from stack import Stack
+
+from clients.wwws import Client, ClientError, NotAcknowledged
+
+PAUSE = 0.1  # between one client's publications
+
+
+class ChatRoom:
+    def __init__(self, stack: Stack, room: str, users: list[str]) -> None:
+        url = f"{stack.wss}/chat/ws"
+        context = stack.ssl_context()
+        self.room = room
+        self.clients = [
+            Client(url, stack.token(user), ssl_context=context, backoff_base=0.05) for user in users
+        ]
+        self.acked: dict[int, str] = {}
+        self.unacked: list[str] = []  # each sender knows these are not guaranteed
+        self._stop = asyncio.Event()
+
+    async def join(self) -> None:
+        for client in self.clients:
+            await client.start()
+            await client.subscribe(self.room)
+
+    @contextlib.asynccontextmanager
+    async def talking(self) -> AsyncIterator[None]:
+        """Every client publishes in turn for as long as the block runs."""
+        talkers = [asyncio.create_task(self._talk(i, c)) for i, c in enumerate(self.clients)]
+        try:
+            yield
+        finally:
+            self._stop.set()
+            await asyncio.gather(*talkers)
+
+    async def _talk(self, i: int, client: Client) -> None:
+        n = 0
+        while not self._stop.is_set():
+            text = f"{i}:{n}"
+            n += 1
+            try:
+                self.acked[await client.publish(self.room, {"text": text})] = text
+            except (NotAcknowledged, ClientError, ConnectionError):
+                self.unacked.append(text)
+                await asyncio.sleep(PAUSE)
+            await asyncio.sleep(PAUSE)
+
+    async def check_every_acknowledged_message_once_in_order(self) -> None:
+        top = max(self.acked)
+        received: dict[Client, list[tuple[int, str]]] = {c: [] for c in self.clients}
+        for _ in range(60):
+            for client in self.clients:
+                received[client] += [(o, d["text"]) for _, o, d in client.drain_messages()]
+            if all(r and r[-1][0] >= top for r in received.values()):
+                break
+            await asyncio.sleep(0.5)
+        assert len(self.acked) > 100, f"only {len(self.acked)} acknowledged"
+        for client, got in received.items():
+            offsets = [offset for offset, _ in got]
+            assert offsets == list(range(1, offsets[-1] + 1)), "gap or duplicate"
+            assert offsets[-1] >= top
+            texts = dict(got)
+            for offset, text in self.acked.items():
+                assert texts[offset] == text
+            assert client.gaps == []
+
+    async def leave(self) -> None:
+        for client in self.clients:
+            await client.close()
