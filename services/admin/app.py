@@ -1,5 +1,6 @@
 """The admin console: a live view of every replica, pushed over the kit's own protocol,
-and the operator's actions (publish to a channel, look up a user's presence).
+and the operator's actions (publish to a channel, look up a user's presence, revoke a
+user: every connection of theirs closes with 4011 and their tokens are void).
 
 Authentication is the admin key (``WWWS_API_KEY`` of this service; compose passes
 ``WWWS_ADMIN_API_KEY``): ``POST /admin/api/login`` exchanges it for a one-hour token that
@@ -7,6 +8,9 @@ opens ``/admin/ws``. Admin tokens are signed with a key derived from the admin k
 with the users' token secret, so no user token (whoever minted it) opens the console, and
 an admin token opens nothing else. Without an admin key the console is off: login answers
 503 and no token can exist.
+
+``POST /admin/api/revoke`` (``Authorization: Bearer <admin key>``, ``{"user": "alice"}``)
+is the same revocation for scripts: a logout or a ban in the application's own backend.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from services.kit import (
     mint_token,
     require_object,
     require_str,
+    revoke_user,
 )
-from services.kit.backplane import Backplane
+from services.kit.backplane import Backplane, BackplaneUnavailable
 
 from .console import Console
 
@@ -125,9 +130,7 @@ async def op_presence(
 ) -> None:
     """Where is a user? Online in telephony, and which of the chat rooms the console sees
     (the busiest rooms the replicas report) they are in."""
-    user = require_str(frame, "user", 64)
-    if not USER_PATTERN.fullmatch(user):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "user is not a valid user id", frame.id)
+    user = _user_of(frame)
     presence = ctx.backplane.presence
     online = (await presence.contains("telephony:online", [user]))[user]
     rooms = []
@@ -138,9 +141,26 @@ async def op_presence(
     conn.send(encode(reply), "presence")
 
 
+async def op_revoke(ctx: ServiceContext[AdminState], conn: Connection, frame: ClientFrame) -> None:
+    """``{"op":"revoke","user":"alice"}``: close every connection of the user (4011, all
+    services, all replicas) and void their tokens issued until now."""
+    user = _user_of(frame)
+    revoked_at = await revoke_user(ctx, user)
+    reply = {"op": "revoked", "id": frame.id, "user": user, "revoked_at": revoked_at}
+    conn.send(encode(reply), "revoked")
+
+
+def _user_of(frame: ClientFrame) -> str:
+    user = require_str(frame, "user", 64)
+    if not USER_PATTERN.fullmatch(user):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "user is not a valid user id", frame.id)
+    return user
+
+
 def setup(app: web.Application, ctx: ServiceContext[AdminState]) -> AdminState:
     admin = AdminState(Console(), set(), [])
     app.router.add_post("/admin/api/login", _login(ctx, admin))
+    app.router.add_post("/admin/api/revoke", _revoke(ctx, admin))
     app.router.add_get("/admin/console.js", _console_script)
 
     async def push_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -173,32 +193,63 @@ async def _console_script(_: web.Request) -> web.StreamResponse:
 
 def _login(ctx: ServiceContext[AdminState], admin: AdminState) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        key = ctx.settings.api_key
-        if key is None:
-            off = "the admin console is off: set WWWS_ADMIN_API_KEY\n"
-            raise web.HTTPServiceUnavailable(text=off)
-        now = time.monotonic()
-        admin.failed_logins[:] = [t for t in admin.failed_logins if now - t < 60.0]
-        if len(admin.failed_logins) >= LOGIN_FAILURES_PER_MINUTE:
-            raise web.HTTPTooManyRequests(text="too many failed logins; wait a minute\n")
+        _admin_key_usable(ctx, admin)
         try:
             body = await request.json()
         except ValueError:
             raise web.HTTPBadRequest(text='body must be JSON: {"key": "..."}\n') from None
-        given = body.get("key") if isinstance(body, dict) else None
-        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), key.encode()):
-            admin.failed_logins.append(now)
-            raise web.HTTPUnauthorized(text="wrong admin key\n")
+        _check_admin_key(ctx, admin, body.get("key") if isinstance(body, dict) else None)
         token = mint_token(ADMIN_USER, ctx.settings.token_secret, TOKEN_TTL)
         return web.json_response({"user": ADMIN_USER, "token": token, "expires_in": TOKEN_TTL})
 
     return handler
 
 
+def _revoke(ctx: ServiceContext[AdminState], admin: AdminState) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        _check_admin_key(
+            ctx, admin, request.headers.get("Authorization", "").removeprefix("Bearer ")
+        )
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, str) or not USER_PATTERN.fullmatch(user):
+            raise web.HTTPBadRequest(text='body must be JSON: {"user": "<user id>"}\n')
+        try:
+            revoked_at = await revoke_user(ctx, user)
+        except BackplaneUnavailable:
+            raise web.HTTPServiceUnavailable(text="backplane unavailable, try again\n") from None
+        return web.json_response({"user": user, "revoked_at": revoked_at})
+
+    return handler
+
+
+def _check_admin_key(ctx: ServiceContext[AdminState], admin: AdminState, given: object) -> None:
+    """401 for a wrong key (counted; see :func:`_admin_key_usable`)."""
+    key = _admin_key_usable(ctx, admin)
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), key.encode()):
+        admin.failed_logins.append(time.monotonic())
+        raise web.HTTPUnauthorized(text="wrong admin key\n")
+
+
+def _admin_key_usable(ctx: ServiceContext[AdminState], admin: AdminState) -> str:
+    """The admin key; 503 without one, 429 after too many failures in a minute."""
+    key = ctx.settings.api_key
+    if key is None:
+        raise web.HTTPServiceUnavailable(text="the admin console is off: set WWWS_ADMIN_API_KEY\n")
+    now = time.monotonic()
+    admin.failed_logins[:] = [t for t in admin.failed_logins if now - t < 60.0]
+    if len(admin.failed_logins) >= LOGIN_FAILURES_PER_MINUTE:
+        raise web.HTTPTooManyRequests(text="too many failed logins; wait a minute\n")
+    return key
+
+
 SPEC: ServiceSpec[AdminState] = ServiceSpec(
     name="admin",
     policy=AdminChannels(),
-    ops={"publish": op_publish, "presence": op_presence},
+    ops={"publish": op_publish, "presence": op_presence, "revoke": op_revoke},
     on_connect=viewer_joined,
     on_disconnect=viewer_left,
     setup=setup,
@@ -208,5 +259,12 @@ SPEC: ServiceSpec[AdminState] = ServiceSpec(
 
 def create_app(settings: Settings, backplane: Backplane | None = None) -> web.Application:
     # Admin tokens only, and never the dev login (it would mint them for anyone).
-    settings = replace(settings, token_secret=admin_token_secret(settings.api_key), dev_login=False)
+    # No identity provider either: its tokens are the users', never an operator's.
+    settings = replace(
+        settings,
+        token_secret=admin_token_secret(settings.api_key),
+        dev_login=False,
+        jwks_url=None,
+        jwks_file=None,
+    )
     return build_app(settings, SPEC, backplane)

@@ -11,7 +11,9 @@ Words used with one meaning each:
 - **session**: one client connection's life on a replica -- ``session.py``;
 - **channel ops**: ``sub``/``unsub``/``pub``, which every service has -- ``channel_ops.py``;
 - **internal app**: ``/healthz``, ``/readyz``, ``/metrics`` on the internal port --
-  ``internal.py``.
+  ``internal.py``;
+- **token life**: a connection lives by its token: refreshed over the socket or closed
+  at ``exp`` (``token_expiry.py``), revoked on every replica (``revocation.py``).
 
 Backplane names are being restructured: only :class:`BackplaneUnavailable` and
 :class:`Publication` are re-exported for now; the rest is in ``services.kit.backplane``.
@@ -42,6 +44,7 @@ from .protocol import (
     require_str,
     require_str_list,
 )
+from .revocation import revoke_user
 from .server import main
 from .service import CONTEXT, ChannelPolicy, OpHandler, ServiceContext, ServiceSpec
 from .settings import Settings
@@ -77,6 +80,7 @@ __all__ = [
     "require_object",
     "require_str",
     "require_str_list",
+    "revoke_user",
     "subscribe",
     "unsubscribe",
 ]

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .auth import TokenVerifier
 from .backplane import Backplane, Publication, open_backplane
 from .connection import publication_age
 from .hub import ChannelHub
+from .jwks import KeySet
 from .logs import quiet_bad_http_requests
 from .loop_lag import watch_loop_lag
 from .metrics import Metrics
@@ -22,6 +24,7 @@ from .pages import add_page_routes
 from .protocol import CloseCode
 from .replica import ReplicaState
 from .replica_report import report_lifecycle
+from .revocation import revocation_lifecycle
 from .service import CONTEXT, ServiceContext, ServiceSpec, StateT
 from .session import websocket_endpoint
 from .settings import Settings
@@ -59,6 +62,7 @@ def build_app(
         hub=hub,
         metrics=metrics,
         replica=ReplicaState(settings.node_id),
+        verifier=_token_verifier(settings),
     )
     metrics.heartbeat_interval.set(settings.heartbeat_seconds)
     metrics.outbound_peak.set_function(ctx.replica.peak_outbound_bytes)
@@ -69,10 +73,27 @@ def build_app(
     app.cleanup_ctx.append(_loop_lag_lifecycle)
     app.cleanup_ctx.append(watch_backplane_lifecycle)
     app.cleanup_ctx.append(report_lifecycle)
+    app.cleanup_ctx.append(revocation_lifecycle)
+    keys = ctx.verifier.keys
+    if keys is not None and keys.url is not None:
+        app.cleanup_ctx.append(keys.lifecycle())
     app.on_shutdown.append(_going_away)
     if spec.setup is not None:
         ctx.set_state(spec.setup(app, ctx))
     return app
+
+
+def _token_verifier(settings: Settings) -> TokenVerifier:
+    """HS256 with the shared secret, plus the identity provider's keys when configured
+    (a JWKS file is read now: a bad one stops the replica with its message)."""
+    keys = None
+    if settings.jwks_file:
+        keys = KeySet.from_file(settings.jwks_file)
+    elif settings.jwks_url:
+        keys = KeySet(settings.jwks_url, settings.jwks_refresh_seconds)
+    return TokenVerifier(
+        settings.token_secret, keys, settings.token_issuer, settings.token_audience
+    )
 
 
 async def _backplane_lifecycle(app: web.Application) -> AsyncIterator[None]:

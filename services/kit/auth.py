@@ -1,15 +1,36 @@
-"""Handshake authentication: HS256 JWTs (``sub``, ``exp``) and the Origin allow-list."""
+"""Who is connecting: JWTs (HS256 with the shared secret, RS256/ES256 against an identity
+provider's keys) and the Origin allow-list.
+
+Which key checks a token is decided by its algorithm, and each algorithm has exactly one
+kind of key: HS256 only the shared secret, RS256 and ES256 only the keys of the JWKS
+document. So a token "signed" with a provider's *public* key as an HS256 secret (the
+classic algorithm confusion) meets the shared secret and fails, and ``alg: none`` is
+never accepted.
+"""
 
 from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 import jwt
 
-__all__ = ["USER_PATTERN", "AuthError", "check_origin", "mint_token", "verify_token"]
+from .jwks import KeySet
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "USER_PATTERN",
+    "AuthError",
+    "Identity",
+    "TokenVerifier",
+    "check_origin",
+    "mint_token",
+    "verify_token",
+]
 
 USER_PATTERN = re.compile(r"[A-Za-z0-9_\-.@]{1,64}")
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 
 
 class AuthError(Exception):
@@ -21,6 +42,15 @@ class AuthError(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a valid token says: the user, until when, and since when (None: no ``iat``)."""
+
+    user: str
+    expires_at: float
+    issued_at: float | None
+
+
 def mint_token(user: str, secret: str, ttl_seconds: float = 3600.0) -> str:
     if not USER_PATTERN.fullmatch(user):
         raise ValueError("user ids are 1-64 characters of A-Z a-z 0-9 _ - . @")
@@ -28,22 +58,82 @@ def mint_token(user: str, secret: str, ttl_seconds: float = 3600.0) -> str:
     return jwt.encode({"sub": user, "iat": now, "exp": now + int(ttl_seconds)}, secret, "HS256")
 
 
-def verify_token(token: str | None, secret: str) -> str:
-    """Return the user id of a valid token, or raise :class:`AuthError` (401)."""
-    if not token:
-        raise AuthError(401, "missing token query parameter")
+class TokenVerifier:
+    """Checks tokens with the shared secret (HS256) and, when configured, an identity
+    provider's key set (RS256/ES256), plus ``iss`` and ``aud`` when they are set."""
+
+    def __init__(
+        self,
+        secret: str | None,
+        keys: KeySet | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+    ) -> None:
+        self._secret = secret
+        self.keys = keys
+        self._issuer = issuer
+        self._audience = audience
+
+    async def verify(self, token: str | None) -> Identity:
+        """:meth:`verify_now`, fetching the provider's keys again first when the token
+        names a key id the cached set does not have (a rotated key)."""
+        if token and self.keys is not None:
+            kid = _header(token).get("kid")
+            if isinstance(kid, str) and not self.keys.has(kid):
+                await self.keys.refresh_for_unknown_kid()
+        return self.verify_now(token)
+
+    def verify_now(self, token: str | None) -> Identity:
+        """The identity of a valid token, or :class:`AuthError` (401)."""
+        if not token:
+            raise AuthError(401, "missing token query parameter")
+        header = _header(token)
+        algorithm = header.get("alg")
+        key: object
+        if algorithm == "HS256":
+            if not self._secret:
+                raise AuthError(401, "invalid token: HS256 tokens are not accepted here")
+            key = self._secret
+        elif algorithm in ASYMMETRIC_ALGORITHMS:
+            if self.keys is None:
+                raise AuthError(401, f"invalid token: {algorithm} needs WWWS_JWKS_URL/FILE")
+            found = self.keys.find(header.get("kid"), str(algorithm))
+            if found is None:
+                raise AuthError(401, "invalid token: no key for its kid and alg")
+            key = found
+        else:
+            raise AuthError(401, f"invalid token: algorithm {algorithm!r} is not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key,  # type: ignore[arg-type]
+                algorithms=[str(algorithm)],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(401, f"invalid token: {exc}") from None
+        user = claims["sub"]
+        if not isinstance(user, str) or not USER_PATTERN.fullmatch(user):
+            raise AuthError(401, "invalid token: bad sub claim")
+        issued = claims.get("iat")
+        issued_at = float(issued) if isinstance(issued, int | float) else None
+        return Identity(user, float(claims["exp"]), issued_at)
+
+
+def verify_token(token: str | None, secret: str) -> Identity:
+    """An HS256 token's identity (the shared secret only), or :class:`AuthError` (401)."""
+    return TokenVerifier(secret).verify_now(token)
+
+
+def _header(token: str) -> dict[str, object]:
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
-        )
-    except jwt.ExpiredSignatureError:
-        raise AuthError(401, "token expired") from None
+        return dict(jwt.get_unverified_header(token))
     except jwt.InvalidTokenError as exc:
         raise AuthError(401, f"invalid token: {exc}") from None
-    user = claims["sub"]
-    if not isinstance(user, str) or not USER_PATTERN.fullmatch(user):
-        raise AuthError(401, "invalid token: bad sub claim")
-    return user
 
 
 def check_origin(origin: str | None, allowed: tuple[str, ...]) -> None:

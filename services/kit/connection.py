@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 
@@ -48,6 +49,11 @@ class Connection:
         self._abort: asyncio.TimerHandle | None = None
         # created on the first `pub` when the service limits publishing
         self.publish_guard: FloodGuard | None = None
+        #: the token's ``exp`` and ``iat`` (seconds since the epoch), moved by a refresh
+        self.expires_at = math.inf
+        self.issued_at: float | None = None
+        #: the next step of the token's life: the refresh notice, then the close at exp
+        self.expiry_timer: asyncio.TimerHandle | None = None
 
     @property
     def outbound_peak_bytes(self) -> int:

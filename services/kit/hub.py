@@ -81,6 +81,8 @@ class ChannelHub:
         self._channels: dict[str, _LocalChannel] = {}
         self._on_fanout = on_fanout
         self._tasks: set[asyncio.Task[None]] = set()
+        # kit-wide channels outside the namespace (revocations): full name -> receiver
+        self._outside: dict[str, Callable[[Publication], None]] = {}
         self._broker.set_callbacks(self._on_live, self._on_resync)
 
     def backplane_channel(self, channel: str) -> str:
@@ -112,6 +114,12 @@ class ChannelHub:
             history=history,
             idempotency_key=idempotency_key,
         )
+
+    async def listen_outside(self, channel: str, receive: Callable[[Publication], None]) -> None:
+        """Hear a kit-wide ephemeral channel (its full backplane name, outside the
+        service's namespace) for the replica's life: ``receive`` gets each publication."""
+        self._outside[channel] = receive
+        await self._broker.listen(channel)
 
     async def subscribe_live(self, subscriber: Subscriber, channel: str) -> None:
         """Join an ephemeral channel: every publication from now on, nothing older."""
@@ -216,6 +224,10 @@ class ChannelHub:
         return SubscribeResult(latest.epoch, latest.top, False, latest.publications)
 
     def _on_live(self, name: str, epoch: str, publication: Publication) -> None:
+        receive = self._outside.get(name)
+        if receive is not None:
+            receive(publication)
+            return
         local = self._channels.get(name.removeprefix(self._prefix))
         if local is None or not name.startswith(self._prefix):
             return

@@ -69,6 +69,8 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4001  # 4000-4099: do not reconnect
     FORBIDDEN = 4003
     PROTOCOL_VIOLATION = 4008
+    TOKEN_EXPIRED = 4010  # not refreshed in time: reconnect with a new token, resume
+    REVOKED = 4011  # the user's tokens were revoked: do not reconnect with this token
     SLOW_CONSUMER = 4108  # 4100-4199: reconnect with backoff, resume with `since`
     RATE_LIMITED = 4129
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ class ReplicaState:
     #: closed with 1013 and new handshakes are refused (503) until it answers again
     backplane_lost: bool = False
     connections: set[Connection] = field(default_factory=set)
+    #: open connections per user (the per-user cap)
+    per_user: collections.Counter[str] = field(default_factory=collections.Counter)
     outbound_peak: int = 0  # the largest of closed connections
 
     def peak_outbound_bytes(self) -> float:

@@ -13,6 +13,7 @@ from aiohttp import web
 from .protocol import ClientFrame, ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
+    from .auth import TokenVerifier
     from .backplane import Backplane
     from .connection import Connection
     from .hub import ChannelHub
@@ -109,6 +110,7 @@ class ServiceContext(Generic[StateT]):
     hub: ChannelHub
     metrics: Metrics
     replica: ReplicaState
+    verifier: TokenVerifier
     _state: Any = field(default=_NO_STATE, repr=False)
 
     @property

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .auth import AuthError, check_origin, verify_token
+from .auth import AuthError, Identity, check_origin
 from .backplane import BackplaneUnavailable
 from .channel_ops import CHANNEL_OPS, unsubscribe
 from .connection import Connection
@@ -36,7 +36,9 @@ from .protocol import (
     parse_client_frame,
 )
 from .ratelimit import FloodGuard, Verdict
+from .revocation import check_not_revoked
 from .service import CONTEXT, OpHandler, ServiceContext
+from .token_expiry import op_refresh, stop_expiry, watch_expiry
 
 __all__ = ["FRAME_BURST", "FRAME_RATE", "HARD_FRAME_LIMIT_FACTOR", "websocket_endpoint"]
 
@@ -55,7 +57,7 @@ FRAME_BURST = 100
 
 async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    user = _check_handshake(ctx, request)
+    identity = await _check_handshake(ctx, request)
     settings = ctx.settings
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_seconds,
@@ -71,11 +73,18 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the client went away during the upgrade
         return ws
     conn = Connection(
-        ws, transport, user, ctx.metrics, settings.outbound_queue_bytes, settings.close_timeout
+        ws,
+        transport,
+        identity.user,
+        ctx.metrics,
+        settings.outbound_queue_bytes,
+        settings.close_timeout,
     )
+    conn.expires_at, conn.issued_at = identity.expires_at, identity.issued_at
     _opened(ctx, conn)
     try:
         if await _start(ctx, conn):
+            watch_expiry(ctx, conn)
             await _read_frames(ctx, conn, ws)
         await _finish_close(conn, ws)
     finally:
@@ -83,8 +92,8 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _check_handshake(ctx: ServiceContext, request: web.Request) -> str:
-    """The user id of an acceptable upgrade request; otherwise an HTTP refusal (counted),
+async def _check_handshake(ctx: ServiceContext, request: web.Request) -> Identity:
+    """The identity of an acceptable upgrade request; otherwise an HTTP refusal (counted),
     and nothing is upgraded."""
     status, reason = 0, ""
     if ctx.replica.backplane_lost:
@@ -92,16 +101,24 @@ def _check_handshake(ctx: ServiceContext, request: web.Request) -> str:
     else:
         try:
             check_origin(request.headers.get("Origin"), ctx.settings.allowed_origins)
-            return verify_token(request.query.get("token"), ctx.settings.token_secret)
+            identity = await ctx.verifier.verify(request.query.get("token"))
+            await check_not_revoked(ctx, identity)
+            cap = ctx.settings.max_connections_per_user
+            if cap and ctx.replica.per_user[identity.user] >= cap:
+                raise AuthError(429, f"at most {cap} connections per user on one replica")
+            return identity
         except AuthError as error:
             status, reason = error.status, error.reason
+        except BackplaneUnavailable:
+            status, reason = 503, "backplane unavailable, try again"
     ctx.metrics.handshakes_refused.labels(ctx.spec.name, str(status)).inc()
-    refusal = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden}
+    refusal = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 429: web.HTTPTooManyRequests}
     raise refusal.get(status, web.HTTPServiceUnavailable)(text=reason + "\n")
 
 
 def _opened(ctx: ServiceContext, conn: Connection) -> None:
     ctx.replica.connections.add(conn)
+    ctx.replica.per_user[conn.user] += 1
     ctx.metrics.connections.inc()
     ctx.metrics.connections_accepted.inc()
     log.info("connected", extra={"event": "connect", "conn": conn.id, "user": conn.user})
@@ -117,6 +134,7 @@ async def _start(ctx: ServiceContext, conn: Connection) -> bool:
         "heartbeat": ctx.settings.heartbeat_seconds,
         "service": ctx.spec.name,
         "protocol": 1,
+        "exp": conn.expires_at,
     }
     conn.send(encode(hello), "hello")
     if ctx.spec.on_connect is None:
@@ -147,7 +165,7 @@ async def _start(ctx: ServiceContext, conn: Connection) -> bool:
 
 async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketResponse) -> None:
     """Dispatch the client's frames until either side closes."""
-    ops: dict[str, OpHandler[Any]] = {**CHANNEL_OPS, **ctx.spec.ops}
+    ops: dict[str, OpHandler[Any]] = {**CHANNEL_OPS, "refresh": op_refresh, **ctx.spec.ops}
     guard = FloodGuard(FRAME_RATE, FRAME_BURST)
     max_frame_bytes = ctx.settings.max_frame_bytes
     while True:
@@ -218,7 +236,11 @@ async def _finish_close(conn: Connection, ws: web.WebSocketResponse) -> None:
 
 async def _closed(ctx: ServiceContext, conn: Connection) -> None:
     """What a closed connection leaves behind: registry, metrics, subscriptions, hook."""
+    stop_expiry(conn)
     ctx.replica.connections.discard(conn)
+    ctx.replica.per_user[conn.user] -= 1
+    if ctx.replica.per_user[conn.user] <= 0:
+        del ctx.replica.per_user[conn.user]
     ctx.replica.outbound_peak = max(ctx.replica.outbound_peak, conn.outbound_peak_bytes)
     ctx.metrics.connections.dec()
     for channel in list(conn.subscriptions):

@@ -46,6 +46,19 @@ class Settings:
     log_level: str = "INFO"
     #: how often the replica reports its state to the admin console (0: never)
     report_seconds: float = 2.0
+    #: a connection hears ``{"op":"refresh"}`` this long before its token expires
+    token_refresh_seconds: float = 60.0
+    #: how long a revocation voids older tokens: at least the longest token lifetime
+    revocation_keep_seconds: float = 86400.0
+    #: concurrent connections of one user on one replica (0: no limit)
+    max_connections_per_user: int = 50
+    #: an identity provider's keys for RS256/ES256 tokens (at most one of the two)
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    jwks_refresh_seconds: float = 300.0
+    #: when set, tokens must carry this ``iss`` / ``aud``
+    token_issuer: str | None = None
+    token_audience: str | None = None
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -95,7 +108,27 @@ class Settings:
             api_key=reader.secret("WWWS_API_KEY", "") or None,
             log_level=reader.text("WWWS_LOG_LEVEL", cls.log_level).upper(),
             report_seconds=reader.number("WWWS_REPORT_SECONDS", cls.report_seconds),
+            token_refresh_seconds=reader.number(
+                "WWWS_TOKEN_REFRESH_SECONDS", cls.token_refresh_seconds
+            ),
+            revocation_keep_seconds=reader.number(
+                "WWWS_REVOCATION_KEEP_SECONDS", cls.revocation_keep_seconds
+            ),
+            max_connections_per_user=reader.integer(
+                "WWWS_MAX_CONNECTIONS_PER_USER", cls.max_connections_per_user
+            ),
+            jwks_url=reader.text("WWWS_JWKS_URL") or None,
+            jwks_file=reader.text("WWWS_JWKS_FILE") or None,
+            jwks_refresh_seconds=reader.number(
+                "WWWS_JWKS_REFRESH_SECONDS", cls.jwks_refresh_seconds
+            ),
+            token_issuer=reader.text("WWWS_TOKEN_ISSUER") or None,
+            token_audience=reader.text("WWWS_TOKEN_AUDIENCE") or None,
         )
+        if settings.jwks_url and settings.jwks_file:
+            reader.problems.append("set WWWS_JWKS_URL or WWWS_JWKS_FILE, not both")
+        if settings.jwks_url and urlsplit(settings.jwks_url).scheme not in ("http", "https"):
+            reader.problems.append("WWWS_JWKS_URL must be an http(s) URL")
         if reader.problems:
             raise SettingsError("invalid settings: " + "; ".join(reader.problems))
         return settings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import pytest
 from helpers import SECRET, receive_op
@@ -15,6 +17,8 @@ async def test_valid_token_gets_hello(replicas):
     client = await replicas.start(create_app, "chat")
     ws = await client.ws_connect("/chat/ws", params={"token": token("alice")})
     hello = await receive_op(ws, "hello")
+    expires_at = hello.pop("exp")  # the token's exp: the helper's tokens live an hour
+    assert 3500 < expires_at - time.time() <= 3600
     assert hello == {
         "op": "hello",
         "node": "test-node",

@@ -35,7 +35,7 @@ def test_defaults_and_origin_from_public_url():
 
 
 def test_token_round_trip_and_refusals():
-    assert verify_token(mint_token("alice", SECRET), SECRET) == "alice"
+    assert verify_token(mint_token("alice", SECRET), SECRET).user == "alice"
     for bad in (None, "", "x.y.z", mint_token("alice", "t" * 32)):
         with pytest.raises(AuthError) as error:
             verify_token(bad, SECRET)

@@ -26,6 +26,8 @@ from .presence import Presence, PresenceEntry
 from .presence_memory import MemoryPresence
 from .presence_redis import RedisPresence
 from .redis_connection import RedisConnection
+from .revocations import MemoryRevocations, Revocations
+from .revocations_redis import RedisRevocations
 
 __all__ = [
     "EPHEMERAL_OFFSET",
@@ -37,6 +39,7 @@ __all__ = [
     "MemoryBackplane",
     "MemoryBroker",
     "MemoryPresence",
+    "MemoryRevocations",
     "MemoryState",
     "Presence",
     "PresenceEntry",
@@ -46,6 +49,8 @@ __all__ = [
     "RedisBroker",
     "RedisConnection",
     "RedisPresence",
+    "RedisRevocations",
+    "Revocations",
     "open_backplane",
 ]
 

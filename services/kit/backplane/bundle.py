@@ -1,5 +1,5 @@
-"""What one replica holds of the backplane: a broker and a presence store, opened,
-pinged and closed together."""
+"""What one replica holds of the backplane: a broker, a presence store and the
+revocation store, opened, pinged and closed together."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from .presence import Presence
 from .presence_memory import MemoryPresence
 from .presence_redis import RedisPresence
 from .redis_connection import RedisConnection
+from .revocations import MemoryRevocations, Revocations
+from .revocations_redis import RedisRevocations
 
 __all__ = ["Backplane", "MemoryBackplane", "RedisBackplane"]
 
 
 class Backplane:
-    def __init__(self, broker: Broker, presence: Presence) -> None:
+    def __init__(self, broker: Broker, presence: Presence, revocations: Revocations) -> None:
         self.broker = broker
         self.presence = presence
+        self.revocations = revocations
 
     async def ping(self) -> None:
         """Raise :class:`BackplaneUnavailable` when the backplane cannot serve."""
@@ -39,7 +42,9 @@ class MemoryBackplane(Backplane):
     ) -> None:
         self.state = PROCESS_STATE if state is None else state
         super().__init__(
-            MemoryBroker(self.state, history_size, history_max_age), MemoryPresence(self.state)
+            MemoryBroker(self.state, history_size, history_max_age),
+            MemoryPresence(self.state),
+            MemoryRevocations(self.state),
         )
 
     def drop_stream(self, channel: str) -> None:
@@ -59,7 +64,8 @@ class RedisBackplane(Backplane):
         # tests inject faults (FLUSHALL, killed connections) through it.
         self.connection = RedisConnection(url)
         broker = RedisBroker(self.connection, history_size, history_ttl, history_max_age)
-        super().__init__(broker, RedisPresence(self.connection))
+        connection = self.connection
+        super().__init__(broker, RedisPresence(connection), RedisRevocations(connection))
 
     async def ping(self) -> None:
         await self.connection.ping()

@@ -38,6 +38,8 @@ class MemoryState:
         self.listeners: dict[str, set[MemoryBroker]] = {}
         # group -> user -> connection -> expiry (clock seconds)
         self.presence: dict[str, dict[str, dict[str, float]]] = {}
+        # user -> (revoked at, forgotten at), both wall-clock seconds: tokens' iat is one
+        self.revocations: dict[str, tuple[float, float]] = {}
         #: the next this many history reads fail (a Redis still loading after a restart)
         self.failing_reads = 0
 
@@ -50,6 +52,7 @@ class MemoryState:
         """Forget every stream and presence entry, as a Redis FLUSHALL would."""
         self.streams.clear()
         self.presence.clear()
+        self.revocations.clear()
 
     def append_without_delivery(self, channel: str, data: bytes) -> int:
         """Store a publication whose live message is lost; return its offset."""

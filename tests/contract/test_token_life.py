@@ -1,0 +1,129 @@
+"""A connection lives by its token: refreshed over the socket, closed with 4010 at exp
+when it is not, closed with 4011 on every replica and service when the user is revoked,
+and one user holds at most WWWS_MAX_CONNECTIONS_PER_USER sockets per replica."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import jwt
+import pytest
+from helpers import SECRET, eventually, receive_close, receive_op
+from replicas import connect, token
+
+from services.chat.app import create_app as create_chat
+from services.kit import CONTEXT, mint_token, revoke_user
+from services.ticker.app import create_app as create_ticker
+
+
+def short_token(user: str, seconds: float, issued_ago: float = 0.0) -> str:
+    now = time.time()
+    claims = {"sub": user, "iat": int(now - issued_ago), "exp": int(now + seconds)}
+    return jwt.encode(claims, SECRET, "HS256")
+
+
+async def open_ws(client, service: str, user_token: str) -> aiohttp.ClientWebSocketResponse:
+    ws = await client.ws_connect(f"/{service}/ws", params={"token": user_token})
+    await receive_op(ws, "hello")
+    return ws
+
+
+async def test_refresh_notice_then_4010_at_exp_when_not_refreshed(replicas):
+    client = await replicas.start(create_chat, "chat", token_refresh_seconds=60)
+    ws = await open_ws(client, "chat", short_token("alice", 2))
+    notice = await receive_op(ws, "refresh")  # inside the window at once: 2 s < 60 s
+    assert 0 < notice["in"] <= 2 and notice["exp"] > time.time()
+    began = time.monotonic()
+    assert await receive_close(ws, timeout=5) == 4010
+    assert time.monotonic() - began < 4
+    replica = client.app[CONTEXT].replica
+    await eventually(lambda: not replica.connections, what="the session ended")
+    assert not replica.per_user
+
+
+async def test_a_refreshed_connection_outlives_its_first_token(replicas):
+    client = await replicas.start(create_chat, "chat", token_refresh_seconds=1)
+    ws = await open_ws(client, "chat", short_token("alice", 2))
+    await ws.send_json({"op": "sub", "ch": "lobby", "id": 1})
+    await receive_op(ws, "subscribed")
+    await receive_op(ws, "refresh", timeout=3)
+    await ws.send_json({"op": "refresh", "id": 2, "token": short_token("alice", 10)})
+    refreshed = await receive_op(ws, "refreshed")
+    assert refreshed["id"] == 2 and refreshed["exp"] > time.time() + 2
+    await asyncio.sleep(2.5)  # past the first token's exp
+    await ws.send_json({"op": "pub", "ch": "lobby", "id": 3, "data": {"text": "still here"}})
+    assert (await receive_op(ws, "ack"))["id"] == 3
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("new_token", "code"),
+    [
+        (lambda: short_token("mallory", 60), "forbidden"),  # someone else's token
+        (lambda: mint_token("alice", "w" * 40), "unauthorized"),  # wrongly signed
+        (lambda: short_token("alice", -5), "unauthorized"),  # already expired
+        (lambda: jwt.encode({"sub": "alice", "exp": 2**40}, None, "none"), "unauthorized"),
+    ],
+)
+async def test_a_bad_refresh_is_an_error_and_the_old_token_still_rules(replicas, new_token, code):
+    client = await replicas.start(create_chat, "chat", token_refresh_seconds=60)
+    ws = await open_ws(client, "chat", short_token("alice", 2))
+    await receive_op(ws, "refresh")
+    await ws.send_json({"op": "refresh", "id": 9, "token": new_token()})
+    error = await receive_op(ws, "error")
+    assert error["id"] == 9 and error["code"] == code
+    assert await receive_close(ws, timeout=5) == 4010
+
+
+async def test_revoking_closes_the_user_everywhere_and_refuses_old_tokens(replicas):
+    chat_a = await replicas.start(create_chat, "chat")
+    chat_b = await replicas.start(create_chat, "chat")
+    ticker = await replicas.start(create_ticker, "ticker")
+    old = token("alice")
+    alice = [await open_ws(c, s, old) for c, s in ((chat_a, "chat"), (chat_b, "chat"))]
+    alice.append(await open_ws(ticker, "ticker", old))
+    bob = await connect(chat_b, "chat", "bob")
+    await revoke_user(chat_a.app[CONTEXT], "alice")
+    for ws in alice:
+        assert await receive_close(ws) == 4011
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await chat_b.ws_connect("/chat/ws", params={"token": old})
+    assert refused.value.status == 401
+    # bob is untouched; a token issued after the revocation (next second) opens again
+    await bob.send_json({"op": "sub", "ch": "lobby", "id": 1})
+    await receive_op(bob, "subscribed")
+    await asyncio.sleep(1.05)
+    await (await connect(chat_b, "chat", "alice")).close()
+    await bob.close()
+
+
+async def test_a_revoked_token_does_not_refresh(replicas):
+    client = await replicas.start(create_chat, "chat", token_refresh_seconds=60)
+    stale = short_token("alice", 600, issued_ago=5)  # minted before the revocation
+    ws = await open_ws(client, "chat", short_token("alice", 30))
+    await revoke_user(client.app[CONTEXT], "alice")
+    assert await receive_close(ws) == 4011
+    await asyncio.sleep(1.05)
+    fresh = await open_ws(client, "chat", short_token("alice", 30))
+    await receive_op(fresh, "refresh")
+    await fresh.send_json({"op": "refresh", "id": 1, "token": stale})
+    error = await receive_op(fresh, "error")
+    assert error["code"] == "unauthorized" and "revoked" in error["message"]
+    await fresh.close()
+
+
+async def test_one_user_holds_at_most_the_cap_per_replica(replicas):
+    client = await replicas.start(create_chat, "chat", max_connections_per_user=3)
+    sockets = [await connect(client, "chat", "alice") for _ in range(3)]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect(client, "chat", "alice")
+    assert refused.value.status == 429
+    await (await connect(client, "chat", "bob")).close()  # others are not affected
+    await sockets.pop().close()
+    replica = client.app[CONTEXT].replica
+    await eventually(lambda: replica.per_user["alice"] == 2, what="the slot freed")
+    sockets.append(await connect(client, "chat", "alice"))  # a freed slot is usable
+    for ws in sockets:
+        await ws.close()
