@@ -90,7 +90,9 @@ const BACKOFF_CAP_MS = 15000;
  * What to do after a close, from its code (the server picks the code to steer clients):
  * - 1000 normal: the server meant it, stop;
  * - 1001 going away (drain, deploy): reconnect at once, Traefik sends us to another replica;
- * - 4000-4099 (unauthorized, forbidden, protocol violation): retrying cannot help, stop;
+ * - 4000-4099 (unauthorized, forbidden, protocol violation, 4011 revoked): retrying cannot
+ *   help, stop; except 4010 (token expired) when `token` is a function: the client
+ *   reconnects at once with a new token (see WwwsClient.closed);
  * - 1003, 1007, 1009: this client sent bad input (binary, bad UTF-8, too big); it would
  *   only do it again, stop;
  * - 1011, 4100-4199 (slow consumer, rate limited) and anything else (1006: the network
@@ -98,6 +100,7 @@ const BACKOFF_CAP_MS = 15000;
  * Returns {reconnect: boolean, delay: ms}.
  */
 const STOP_CODES = new Set([1000, 1003, 1007, 1009]);
+const TOKEN_EXPIRED = 4010;
 
 export function reconnectPolicy(code, attempt, random = Math.random) {
   if (STOP_CODES.has(code)) return { reconnect: false, delay: 0 };
@@ -130,7 +133,8 @@ export class WwwsClient extends EventTarget {
    * @param {object} options
    * @param {string} options.service  "chat" | "ticker" | "telephony"
    * @param {() => Promise<{token: string}>|string} options.token  asked again on every
-   *   connect, so an expired dev token is simply replaced
+   *   connect, so an expired dev token is simply replaced, and when the server asks for
+   *   a fresh token (`refresh`, before the token expires)
    * @param {(connects: number) => void} [options.onConnect]  after each `hello`
    */
   constructor({ service, token, onConnect }) {
@@ -150,6 +154,7 @@ export class WwwsClient extends EventTarget {
     this.channels = new Map(); // channel -> see `subscribe`
     this.retryTimer = null;
     this.stopped = false;
+    this.refreshing = false; // a token refresh is under way
     // Back on the network (a phone leaving a tunnel): no point sitting out the backoff.
     window.addEventListener("online", () => {
       if (this.state === "waiting") {
@@ -215,7 +220,13 @@ export class WwwsClient extends EventTarget {
     }
     this.pending.clear();
     for (const state of this.channels.values()) state.live = false;
-    const policy = this.stopped ? { reconnect: false, delay: 0 } : reconnectPolicy(code, this.attempt);
+    // 4010: the token expired unrefreshed. A token function gives a new one: reconnect now.
+    const renewable = code === TOKEN_EXPIRED && typeof this.tokenSource === "function";
+    const policy = this.stopped
+      ? { reconnect: false, delay: 0 }
+      : renewable
+        ? { reconnect: true, delay: 0 }
+        : reconnectPolicy(code, this.attempt);
     this.emit("close", { code, reason, ...policy });
     if (!policy.reconnect) {
       this.setState("closed");
@@ -289,6 +300,9 @@ export class WwwsClient extends EventTarget {
         break;
       case "unsubscribed":
         break;
+      case "refresh":
+        this.refreshToken();
+        break;
     }
     this.emit("frame", frame);
     if (frame.id !== undefined && this.pending.has(frame.id)) {
@@ -297,6 +311,26 @@ export class WwwsClient extends EventTarget {
       clearTimeout(request.timer);
       if (frame.op === "error") request.reject(new WwwsError(frame.code, frame.message));
       else request.resolve(frame);
+    }
+  }
+
+  /**
+   * The server's `refresh` notice: its token expires soon. With a token function the
+   * client sends a new token over the socket; without one (or if it is refused) the
+   * server closes with 4010 at `exp`, and a token function makes the reconnect use a new
+   * token. Emits "refreshed" {exp}.
+   */
+  async refreshToken() {
+    if (typeof this.tokenSource !== "function" || this.refreshing) return;
+    this.refreshing = true;
+    try {
+      const { token } = await this.tokenSource();
+      const reply = await this.request({ op: "refresh", token });
+      this.emit("refreshed", { exp: reply.exp });
+    } catch (error) {
+      console.warn("wwws: token refresh failed:", error.message);
+    } finally {
+      this.refreshing = false;
     }
   }
 

@@ -17,6 +17,11 @@ one whose ``ack`` never arrived raises :class:`NotAcknowledged`: the message may
 not have been stored, and the caller may send it again with the same key. Telephony's
 watched users are watched again after a reconnect, and :attr:`Client.presence` keeps
 their last known status.
+
+Tokens: with ``token_provider`` (an async function returning a fresh token) the client
+answers the server's ``refresh`` notice with a new token over the socket, and after a
+close with **4010** (token expired) it reconnects at once with a new one and resumes.
+Without it, 4010 stops the client like any 40xx code. **4011** (revoked) always stops it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import random
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -41,6 +46,7 @@ __all__ = ["Client", "ClientError", "NotAcknowledged"]
 log = logging.getLogger(__name__)
 
 RECONNECT_AT_ONCE = {1001, 1012}
+TOKEN_EXPIRED = 4010
 DO_NOT_RECONNECT = range(4000, 4100)
 ENDED = {
     aiohttp.WSMsgType.CLOSE,
@@ -86,9 +92,13 @@ class Client:
         backoff_cap: float = 5.0,
         reply_timeout: float = 10.0,
         heartbeat: float | None = 10.0,
+        token_provider: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.url = url
         self.token = token
+        self._token_provider = token_provider
+        #: tokens sent over the socket in answer to the server's ``refresh`` notice
+        self.token_refreshes = 0
         self.node: str | None = None
         self.reconnects = 0
         #: time.monotonic() when the client was last live (see :attr:`live`)
@@ -121,6 +131,7 @@ class Client:
         self._connected = asyncio.Event()
         self._live = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._closed = False
         self.stopped_with: int | None = None
 
@@ -156,6 +167,8 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._runner is not None:
@@ -321,6 +334,9 @@ class Client:
                 attempt = 0
                 code = await self._serve(self._ws)
                 self.close_codes.append(int(code) if code is not None else 1006)
+                if code == TOKEN_EXPIRED and await self._new_token():
+                    self.reconnects += 1
+                    continue  # at once, with the new token
                 if code is not None and code in DO_NOT_RECONNECT:
                     self.stopped_with = code
                     return
@@ -332,6 +348,28 @@ class Client:
             attempt += 1
             base, cap = self._backoff
             await asyncio.sleep(random.uniform(0, min(cap, base * 2**attempt)))
+
+    async def _new_token(self) -> bool:
+        """Ask the token provider for a fresh token; False when there is none."""
+        if self._token_provider is None:
+            return False
+        try:
+            self.token = await self._token_provider()
+        except Exception as error:  # the provider is the application's: report, stop
+            log.warning("token provider failed: %s", error)
+            return False
+        return True
+
+    async def _refresh(self) -> None:
+        """Answer the server's ``refresh`` notice with a new token over the socket."""
+        if not await self._new_token():
+            return
+        try:
+            await self.request({"op": "refresh", "token": self.token})
+            self.token_refreshes += 1
+        except (NotAcknowledged, ClientError) as error:
+            # the server closes with 4010 at exp, and the reconnect uses the new token
+            log.warning("token refresh refused: %s", error)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
         self._hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -397,6 +435,10 @@ class Client:
             if op == "hello":
                 if not self._hello.done():
                     self._hello.set_result(frame)
+                continue
+            if op == "refresh" and self._token_provider is not None:
+                if self._refreshing is None or self._refreshing.done():
+                    self._refreshing = asyncio.create_task(self._refresh())
                 continue
             if op in ("msg", "subscribed") and frame.get("ch") in self._resuming:
                 if op == "msg" or frame.get("id") not in self._state.pending:

@@ -1,10 +1,11 @@
 """A connection lives no longer than its token: the client refreshes it over the socket.
 
-``token_refresh_seconds`` before ``exp`` the server sends ``{"op":"refresh","exp":E,
-"in":S}``; the client answers ``{"op":"refresh","token":"<new JWT>"}`` (same user, not
-revoked) and hears ``{"op":"refreshed","exp":E2}``. A connection whose token reaches
-``exp`` unrefreshed is closed with **4010**: get a new token, reconnect, resume. One timer
-per connection (the notice, then the close), re-armed by each refresh.
+``token_refresh_seconds`` before ``exp`` (or halfway through the token's remaining life,
+if that is later) the server sends ``{"op":"refresh","exp":E,"in":S}``; the client
+answers ``{"op":"refresh","token":"<new JWT>"}`` (same user, not revoked) and hears
+``{"op":"refreshed","exp":E2}``. A connection whose token reaches ``exp`` unrefreshed is
+closed with **4010**: get a new token, reconnect, resume. One timer per connection (the
+notice, then the close), re-armed by each refresh.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ MAX_TOKEN_LENGTH = 8192
 def watch_expiry(ctx: ServiceContext, conn: Connection) -> None:
     """Arm (or re-arm) the connection's timer for its current token."""
     stop_expiry(conn)
-    notice_in = conn.expires_at - ctx.settings.token_refresh_seconds - time.time()
+    life = conn.expires_at - time.time()
+    # Not before half of what is left: a token shorter than the window would otherwise be
+    # noticed at once, refreshed with another as short, noticed at once again, and so on.
+    notice_in = max(life - ctx.settings.token_refresh_seconds, life / 2)
     if notice_in > 0:
         loop = asyncio.get_running_loop()
         conn.expiry_timer = loop.call_later(notice_in, _notify, ctx, conn)

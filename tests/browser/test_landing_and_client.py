@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 from harness import Pages, Stack
+from helpers import SECRET
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -56,3 +59,37 @@ def test_reconnect_policy_follows_the_close_code(pages: Pages, stack: Stack) -> 
     assert got["slow"] == {"reconnect": True, "delay": 1998}
     assert got["limited"] == {"reconnect": True, "delay": 14985}
     assert got["dropped"] == {"reconnect": True, "delay": 0}
+
+
+TOKEN_LIFE = """async (withFunction) => {
+  const { WwwsClient } = await import("./wwws.js");
+  const seen = { codes: [], refreshed: 0, hellos: 0 };
+  const first = await window.shortToken();
+  const token = withFunction ? async () => ({ token: await window.shortToken() }) : first;
+  const client = new WwwsClient({ service: "chat", token });
+  client.addEventListener("refreshed", () => seen.refreshed++);
+  client.addEventListener("hello", () => seen.hellos++);
+  client.addEventListener("close", (event) => seen.codes.push(event.detail.code));
+  client.connect();
+  await new Promise((resolve) => setTimeout(resolve, 4500));
+  seen.state = client.state;
+  client.close();
+  return seen;
+}"""
+
+
+def test_wwws_js_refreshes_its_token_over_the_socket(pages: Pages, stack: Stack) -> None:
+    """Tokens of 2 s: the server asks for a new one halfway through each; a token function
+    answers it on the same connection, a fixed token ends with 4010 and stops."""
+    page = pages.open(stack.url("chat", "chat/"))
+    page.expose_function(
+        "shortToken",
+        lambda: jwt.encode(
+            {"sub": "refresher", "iat": int(time.time()), "exp": int(time.time()) + 2}, SECRET
+        ),
+    )
+    renewed = page.evaluate(TOKEN_LIFE, True)
+    assert renewed["hellos"] == 1 and renewed["codes"] == [], renewed
+    assert renewed["refreshed"] >= 2 and renewed["state"] == "open", renewed
+    fixed = page.evaluate(TOKEN_LIFE, False)
+    assert fixed["codes"] == [4010] and fixed["state"] == "closed", fixed

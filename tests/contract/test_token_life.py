@@ -13,6 +13,7 @@ import pytest
 from helpers import SECRET, eventually, receive_close, receive_op
 from replicas import connect, token
 
+from clients.wwws import Client
 from services.chat.app import create_app as create_chat
 from services.kit import CONTEXT, mint_token, revoke_user
 from services.ticker.app import create_app as create_ticker
@@ -106,7 +107,7 @@ async def test_a_revoked_token_does_not_refresh(replicas):
     await revoke_user(client.app[CONTEXT], "alice")
     assert await receive_close(ws) == 4011
     await asyncio.sleep(1.05)
-    fresh = await open_ws(client, "chat", short_token("alice", 30))
+    fresh = await open_ws(client, "chat", short_token("alice", 2))
     await receive_op(fresh, "refresh")
     await fresh.send_json({"op": "refresh", "id": 1, "token": stale})
     error = await receive_op(fresh, "error")
@@ -127,3 +128,60 @@ async def test_one_user_holds_at_most_the_cap_per_replica(replicas):
     sockets.append(await connect(client, "chat", "alice"))  # a freed slot is usable
     for ws in sockets:
         await ws.close()
+
+
+def ws_url(client, service: str = "chat") -> str:
+    return str(client.make_url(f"/{service}/ws")).replace("http://", "ws://")
+
+
+async def test_python_client_refreshes_over_the_socket_and_keeps_its_connection(replicas):
+    server = await replicas.start(create_chat, "chat", token_refresh_seconds=1.5)
+    minted: list[str] = []
+
+    async def provider() -> str:
+        minted.append(short_token("alice", 3))
+        return minted[-1]
+
+    async with Client(ws_url(server), short_token("alice", 2), token_provider=provider) as alice:
+        await alice.subscribe("lobby")
+        await asyncio.sleep(4.5)  # past the first token's exp and the second's
+        assert alice.token_refreshes >= 2 and alice.close_codes == [] and alice.reconnects == 0
+        assert await alice.publish("lobby", {"text": "after the refreshes"}) == 1
+
+
+async def test_python_client_reconnects_with_a_new_token_after_4010_and_resumes(replicas):
+    # no refresh window: the notice comes with the close, at exp
+    server = await replicas.start(create_chat, "chat", token_refresh_seconds=0)
+
+    async def provider() -> str:
+        return short_token("reader", 2)
+
+    url = ws_url(server)
+    async with (
+        Client(url, short_token("reader", 1), token_provider=provider, backoff_base=0.01) as reader,
+        Client(url, token("writer")) as writer,
+    ):
+        await reader.subscribe("lobby")
+        await writer.subscribe("lobby")
+        acked = []
+        for i in range(30):  # 3 s: past two of the reader's tokens
+            acked.append(await writer.publish("lobby", {"text": f"m{i}"}))
+            await asyncio.sleep(0.1)
+        got: list[int] = []
+        while len(got) < len(acked):
+            got.append((await reader.next_message(within=10))[1])
+        assert got == acked
+        assert 4010 in reader.close_codes and reader.gaps == [] and reader.stopped_with is None
+
+
+async def test_python_client_without_provider_stops_on_4010_and_on_revocation(replicas):
+    server = await replicas.start(create_chat, "chat", token_refresh_seconds=0)
+    async with Client(ws_url(server), short_token("alice", 1)) as expiring:
+        await eventually(lambda: expiring.stopped_with == 4010, what="stopped with 4010")
+
+    async def provider() -> str:
+        return token("bob")
+
+    async with Client(ws_url(server), token("bob"), token_provider=provider) as bob:
+        await revoke_user(server.app[CONTEXT], "bob")
+        await eventually(lambda: bob.stopped_with == 4011, what="stopped with 4011")

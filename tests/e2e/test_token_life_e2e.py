@@ -1,0 +1,96 @@
+"""Token life through Traefik on the real stack (real Redis): a client with short tokens
+keeps its connection by refreshing over the socket; revoking a user through the admin
+API closes their connections on every replica of every service with 4011 and refuses
+their old token; one user cannot hold more than the per-replica cap of sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import jwt
+import pytest
+from helpers import receive_close
+from stack import Stack
+
+from clients.wwws import Client
+
+
+def short_token(stack: Stack, user: str, seconds: float) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": user, "iat": now, "exp": now + int(seconds)}, stack.secret)
+
+
+async def test_short_tokens_are_refreshed_over_the_socket(stack: Stack):
+    async def provider() -> str:
+        return short_token(stack, "refresher", 3)
+
+    url = f"{stack.wss}/chat/ws"
+    async with Client(
+        url, await provider(), ssl_context=stack.ssl_context(), token_provider=provider
+    ) as client:
+        await client.subscribe("e2e-refresh")
+        await asyncio.sleep(6)  # two token lifetimes
+        assert client.token_refreshes >= 2
+        assert client.close_codes == [] and client.reconnects == 0
+        assert await client.publish("e2e-refresh", {"text": "still connected"}) >= 1
+
+
+async def test_revoking_a_user_closes_them_everywhere(stack: Stack):
+    banned = stack.token("banned")
+    async with stack.session() as session:
+        sockets = []
+        nodes = set()
+        for service in ("chat",) * 6 + ("ticker", "telephony"):
+            ws = await session.ws_connect(f"{stack.wss}/{service}/ws", params={"token": banned})
+            hello = await ws.receive_json(timeout=10)
+            assert hello["op"] == "hello"
+            nodes.add((service, hello["node"]))
+            sockets.append(ws)
+        assert len({node for service, node in nodes if service == "chat"}) >= 2, nodes
+        bystander, _ = await stack.connect(session, "chat", "bystander")
+        revoke = f"{stack.base}/admin/api/revoke"
+        async with session.post(
+            revoke, json={"user": "banned"}, headers={"Authorization": "Bearer wrong"}
+        ) as refused:
+            assert refused.status == 401
+        async with session.post(
+            revoke, json={"user": "banned"}, headers={"Authorization": f"Bearer {stack.admin_key}"}
+        ) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["user"] == "banned"
+        codes = await asyncio.gather(*(receive_close(ws) for ws in sockets))
+        assert codes == [4011] * len(sockets)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as old_token:
+            await session.ws_connect(f"{stack.wss}/chat/ws", params={"token": banned})
+        assert old_token.value.status == 401
+        await bystander.send_json({"op": "sub", "ch": "e2e-revoke", "id": 1})
+        reply = await bystander.receive_json(timeout=10)
+        assert reply["op"] == "subscribed"  # nobody else was touched
+        await bystander.close()
+        await asyncio.sleep(1.05)  # a token of the next second is newer than the revocation
+        ws, _ = await stack.connect(session, "chat", "banned")
+        await ws.close()
+
+
+async def test_one_user_cannot_hold_more_than_the_cap(stack: Stack):
+    cap = 50  # WWWS_MAX_CONNECTIONS_PER_USER's default, per replica
+    async with stack.session() as session:
+        sockets = []
+        refusal = None
+        try:
+            for _ in range(cap * stack.chat_replicas + 1):
+                try:
+                    ws, _ = await stack.connect(session, "chat", "hoarder")
+                except aiohttp.WSServerHandshakeError as error:
+                    refusal = error.status
+                    break
+                sockets.append(ws)
+            assert refusal == 429, f"no refusal after {len(sockets)} connections"
+            assert cap <= len(sockets) <= cap * stack.chat_replicas
+            other, _ = await stack.connect(session, "chat", "someone-else")
+            await other.close()
+        finally:
+            for ws in sockets:
+                await ws.close()
