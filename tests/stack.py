@@ -94,6 +94,12 @@ class Stack:
                 "TICKER_REPLICAS": str(self.ticker_replicas),
                 "TELEPHONY_REPLICAS": str(self.telephony_replicas),
                 "DOCKER_GID": docker_gid(),
+                # Every test client comes from one address (the host), as a crowd of
+                # users would not: the per-address edge limits are raised out of the way
+                # here, and tests/security checks the defaults on a stack of its own.
+                "WWWS_EDGE_REQUESTS_PER_SECOND": "100000",
+                "WWWS_EDGE_REQUESTS_BURST": "100000",
+                "WWWS_EDGE_OPEN_REQUESTS": "100000",
             }
         )
         values.update(self.extra)

@@ -23,7 +23,11 @@ CHAT_REPLICAS = 3
 TICKER_REPLICAS = 2
 TELEPHONY_REPLICAS = 2
 
-MARKED_FOLDERS = {"tests/e2e/": pytest.mark.e2e, "tests/faults/": pytest.mark.faults}
+MARKED_FOLDERS = {
+    "tests/e2e/": pytest.mark.e2e,
+    "tests/faults/": pytest.mark.faults,
+    "tests/security/": pytest.mark.e2e,  # a real stack of its own
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

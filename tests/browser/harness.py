@@ -201,6 +201,10 @@ class Chromium:
             self._playwright = None
 
 
+CSP_REPORTER = """document.addEventListener("securitypolicyviolation", (event) =>
+  console.error(`wwws: CSP violation: ${event.violatedDirective} ${event.blockedURI}`));"""
+
+
 class Pages:
     """Opens pages, each in its own browser context (its own storage, like a person),
     and fails the test on any uncaught script error in them."""
@@ -215,6 +219,9 @@ class Pages:
         context = self.browser.new_context(**options)
         context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
+        # A page that breaks its own Content-Security-Policy (an inline script without its
+        # hash, a foreign connection) fails the test like a script error.
+        context.add_init_script(CSP_REPORTER)
         page = context.new_page()
         page.on("pageerror", lambda error: self.errors.append(f"{url}: {error}"))
         # Chromium logs refused or dropped sockets as console errors, which some tests

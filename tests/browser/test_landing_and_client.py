@@ -93,3 +93,26 @@ def test_wwws_js_refreshes_its_token_over_the_socket(pages: Pages, stack: Stack)
     assert renewed["refreshed"] >= 2 and renewed["state"] == "open", renewed
     fixed = page.evaluate(TOKEN_LIFE, False)
     assert fixed["codes"] == [4010] and fixed["state"] == "closed", fixed
+
+
+@pytest.mark.parametrize("service", ["chat", "ticker", "telephony", "admin"])
+def test_pages_carry_their_security_headers_and_refuse_injected_script(
+    pages: Pages, stack: Stack, service: str
+) -> None:
+    """Every page loads under its CSP without a violation (the harness fails on one), and
+    a script injected into it does not run; only telephony may ask for the microphone."""
+    page = pages.open(stack.url(service, f"{service}/"))
+    response = page.request.get(stack.url(service, f"{service}/"))
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+    media = "(self)" if service == "telephony" else "()"
+    assert f"microphone={media}" in response.headers["permissions-policy"]
+    page.evaluate(
+        """() => { const s = document.createElement("script");
+                   s.textContent = "window.injected = true"; document.body.append(s); }"""
+    )
+    page.wait_for_timeout(200)
+    assert page.evaluate("() => window.injected") is None
+    assert any("CSP violation: script-src" in error for error in pages.errors), pages.errors
+    pages.errors.clear()  # the violation this test caused on purpose

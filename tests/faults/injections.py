@@ -29,6 +29,7 @@ REDIS_OUTAGE_SECONDS = 3.0
 # subscription brings back, so only a resume with `since` loses none
 ABSENCE_SECONDS = 4.0
 PARTITION_SECONDS = 8.0  # longer than the clients' heartbeat needs to notice (4 s + 2 s)
+PROJECT_NETWORKS = ("default", "backplane")  # the app replicas are on both (compose.yaml)
 HEALTHY_TIMEOUT = 90.0
 
 
@@ -202,14 +203,17 @@ async def partition_busiest_replicas(ctx: FaultContext) -> None:
     victims = [busiest_replica(ctx.stack, ctx.clients[s]) for s in APP_SERVICES]
     client = docker.from_env()
     try:
-        network = client.networks.get(f"{ctx.stack.project}_default")
+        # the front network (Traefik) and the backplane's (Redis)
+        networks = [client.networks.get(f"{ctx.stack.project}_{n}") for n in PROJECT_NETWORKS]
         for victim in victims:
-            await in_thread(network.disconnect, victim)
+            for network in networks:
+                await in_thread(network.disconnect, victim)
         try:
             await asyncio.sleep(PARTITION_SECONDS)  # the partition itself
         finally:
             for victim in victims:
-                await in_thread(network.connect, victim)
+                for network in networks:
+                    await in_thread(network.connect, victim)
     finally:
         client.close()
 
