@@ -1,5 +1,6 @@
 """The admin console in Chromium: sign-in with the admin key, the live replica table and
-busiest channels pushed over its socket, publishing into a room, a presence lookup."""
+busiest channels pushed over its socket, publishing into a room, a presence lookup,
+revoking a user."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_console_shows_replicas_and_channels_live_and_acts(
     )
 
     # a second person joins: the next push counts them
-    join_chat(pages, stack, "ben", "ops-room")
+    ben = join_chat(pages, stack, "ben", "ops-room")
     expect(chat_row.get_by_test_id("connections")).to_have_text("2")
     expect(page.get_by_test_id("channel").filter(has_text="chat/ops-room")).to_have_text(
         "chat/ops-room — 2 subscribers"
@@ -62,4 +63,11 @@ def test_console_shows_replicas_and_channels_live_and_acts(
     expect(page.get_by_test_id("action-result")).to_have_text(
         "ann: offline in telephony; chat rooms: ops-room."
     )
+    # revoking ben closes his page for good (4011); ann is untouched
+    page.get_by_test_id("revoke-user").fill("ben")
+    page.get_by_test_id("revoke").click()
+    expect(page.get_by_test_id("action-result")).to_contain_text("ben: disconnected everywhere")
+    expect(ben.get_by_test_id("status")).to_have_text("closed")
+    expect(ben.get_by_test_id("notice")).to_contain_text("4011")
+    expect(chat.get_by_test_id("status")).to_have_text("open")
     page.screenshot(path=str(screenshots / "admin-console.png"), full_page=True)

@@ -1,5 +1,5 @@
 // The admin console: pushed `console` frames drawn as a table with sparklines, and the
-// operator's actions (publish, presence) as requests on the same socket.
+// operator's actions (publish, presence, revoke) as requests on the same socket.
 import { $, WwwsClient, bindStatus, clock, say } from "./wwws.js";
 
 const notice = $("notice");
@@ -68,6 +68,20 @@ $("lookup").addEventListener("submit", async (event) => {
     const rooms = reply.rooms.length ? reply.rooms.join(", ") : "none the console sees";
     const online = reply.online ? "online" : "offline";
     say($("action-result"), `${reply.user}: ${online} in telephony; chat rooms: ${rooms}.`);
+  } catch (error) {
+    say($("action-result"), `Refused: ${error.message}`, "bad");
+  }
+});
+
+$("revoke").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const reply = await client.request({ op: "revoke", user: $("revoke-user").value.trim() });
+    const at = new Date(reply.revoked_at * 1000).toLocaleTimeString();
+    say(
+      $("action-result"),
+      `${reply.user}: disconnected everywhere (4011); tokens issued before ${at} refused.`,
+    );
   } catch (error) {
     say($("action-result"), `Refused: ${error.message}`, "bad");
   }
