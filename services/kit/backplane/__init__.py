@@ -64,6 +64,9 @@ def open_backplane(
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBackplane(history_size=history_size, history_max_age=history_max_age)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel"):
         return RedisBackplane(url, history_size, history_ttl, history_max_age)
-    raise ValueError(f"unsupported backplane URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(
+        f"unsupported backplane URL {url!r}: use memory://, redis://host:port/db or "
+        "redis+sentinel://sentinel1:26379,sentinel2:26379/<master>/db"
+    )

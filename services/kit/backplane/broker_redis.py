@@ -89,8 +89,35 @@ class RedisBroker(Broker):
             self._history_max_age_ms,
             idempotency_key,
         ]
-        epoch, top = await self._redis.run(self._publish, keys, args)
-        return epoch.decode(), int(top)
+        durable = self._redis.durable_ack
+        if not durable.replicas:
+            epoch, top, _ = await self._redis.run(self._publish, keys, [*args, "1"])
+            return epoch.decode(), int(top)
+        return await self._publish_durably(data, keys, [*args, "0"], pubsub)
+
+    async def _publish_durably(
+        self, data: bytes, keys: list[str], args: list[Any], pubsub: str
+    ) -> tuple[str, int]:
+        """Store, wait until ``durable_ack.replicas`` replicas have it (WAIT, on the same
+        connection: a pipeline), and only then deliver it live and acknowledge it. A
+        publication nobody saw live and nobody was told is stored cannot reappear under
+        the same offset with other content after a failover: the promoted replica has
+        every acknowledged one, and subscribers never saw one it lacks."""
+        durable = self._redis.durable_ack
+        client = self._redis.client
+        async with client.pipeline(transaction=False) as pipe:
+            await self._publish(keys=keys, args=args, client=pipe)  # queued, not sent yet
+            pipe.execute_command("WAIT", durable.replicas, durable.timeout_ms)
+            stored, replicated = await self._redis.call(pipe.execute())
+        epoch, top = stored[0].decode(), int(stored[1])
+        if int(replicated) < durable.replicas:
+            raise BackplaneUnavailable(
+                f"publication held by {int(replicated)} of {durable.replicas} replica(s) "
+                f"after {durable.timeout_ms} ms: not acknowledged"
+            )
+        message = b"%b:%d:%b" % (epoch.encode(), top, data)
+        await self._redis.call(client.publish(pubsub, message))
+        return epoch, top
 
     async def history(
         self, channel: str, *, since: int | None = None, limit: int, reverse: bool = False

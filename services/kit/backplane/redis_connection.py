@@ -3,22 +3,34 @@
 Shared by the Redis broker and presence, and by service-specific stores (telephony's
 call records) through :attr:`RedisBackplane.connection`. Every Redis or socket error
 becomes :class:`BackplaneUnavailable`.
+
+URLs: ``redis://[user:password@]host:port/db`` (one Redis), or
+``redis+sentinel://[user:password@]sentinel1:26379,sentinel2:26379/<master name>/db``:
+the primary is whichever the Sentinels name, asked again on every new connection, so
+after a failover the pool reconnects to the promoted replica on its own. Both take
+``?ack_replicas=N&ack_timeout_ms=T``: a publication is acknowledged only once N replicas
+hold it (Redis ``WAIT``), see :class:`DurableAck`. Sentinels are reached without a
+password (keep them on the backplane's internal network); the user and password are the
+data nodes'.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from .broker import BackplaneUnavailable
 
-__all__ = ["MAX_CONNECTIONS", "POOL_TIMEOUT_SECONDS", "RedisConnection"]
+__all__ = ["MAX_CONNECTIONS", "POOL_TIMEOUT_SECONDS", "DurableAck", "RedisConnection"]
 
 MAX_CONNECTIONS = 64  # per replica; commands are short, so a few dozen carry thousands
 POOL_TIMEOUT_SECONDS = 5.0  # then the client gets `unavailable`
@@ -33,19 +45,43 @@ def _lua_source(package: str, names: tuple[str, ...]) -> str:
     return "\n".join(folder.joinpath(name).read_text(encoding="utf-8") for name in names)
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+_CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "health_check_interval": 10,
+}
+
+
+@dataclass(frozen=True)
+class DurableAck:
+    """Acknowledge a publication only once ``replicas`` Redis replicas have it, waiting at
+    most ``timeout_ms`` (then the publisher hears ``unavailable``, never an ack). 0: the
+    primary's word is enough (a single Redis)."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
 class RedisConnection:
     def __init__(self, url: str) -> None:
+        url, self.durable_ack = _split_ack_options(url)
+        self._sentinel: Sentinel | None = None
+        if urlsplit(url).scheme == SENTINEL_SCHEME:
+            self._sentinel, master, options = _sentinel_of(url)
+            self.client: aioredis.Redis = self._sentinel.master_for(
+                master, max_connections=MAX_CONNECTIONS, **options, **_CONNECTION_OPTIONS
+            )
+            return
         # A blocking pool: a burst of subscribes (a drained replica's clients all coming
         # back) waits for a free connection instead of failing with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
             timeout=POOL_TIMEOUT_SECONDS,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            health_check_interval=10,
+            **_CONNECTION_OPTIONS,
         )
-        self.client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool too
+        self.client = aioredis.Redis.from_pool(pool)  # closes the pool too
 
     def script(self, package: str, *names: str) -> AsyncScript:
         """A script made of ``package``'s Lua files ``names`` (shared preludes first);
@@ -66,3 +102,40 @@ class RedisConnection:
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                await sentinel.aclose()
+
+
+def _split_ack_options(url: str) -> tuple[str, DurableAck]:
+    """The URL without ``ack_replicas`` / ``ack_timeout_ms``, and what they ask for."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    try:
+        ack = DurableAck(int(query.pop("ack_replicas", 0)), int(query.pop("ack_timeout_ms", 1000)))
+    except ValueError:
+        raise ValueError("ack_replicas and ack_timeout_ms must be integers") from None
+    if ack.replicas < 0 or ack.timeout_ms <= 0:
+        raise ValueError("ack_replicas must be >= 0 and ack_timeout_ms > 0")
+    return urlunsplit(parts._replace(query=urlencode(query))), ack
+
+
+def _sentinel_of(url: str) -> tuple[Sentinel, str, dict[str, Any]]:
+    """``redis+sentinel://[user:pw@]h1:p1,h2:p2/master[/db]`` -> Sentinel, master, options."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = credentials.partition(":")
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
+        sentinels.append((name, int(port or 26379)))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path or not sentinels:
+        raise ValueError(f"{SENTINEL_SCHEME}:// needs sentinels and a master name: {url!r}")
+    options: dict[str, Any] = {"db": int(path[1]) if len(path) > 1 else 0}
+    if user:
+        options["username"] = unquote(user)
+    if password:
+        options["password"] = unquote(password)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=dict(_CONNECTION_OPTIONS))  # type: ignore[no-untyped-call]
+    return sentinel, path[0], options

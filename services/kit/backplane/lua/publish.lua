@@ -1,7 +1,8 @@
 -- Append one publication. KEYS[1] the channel's hash (epoch, top), KEYS[2] its stream,
 -- KEYS[3] its idempotency keys (key -> offset; only for entries still in the window).
 -- ARGV: data, a fresh epoch, max length, TTL ms, pub/sub channel, max age ms,
--- idempotency key ('' for none).
+-- idempotency key ('' for none), '1' to PUBLISH it live here ('0': the caller publishes
+-- once replicas hold it, see broker_redis). Returns {epoch, offset, 1 if stored now}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local max_length = tonumber(ARGV[3])
 local max_age = tonumber(ARGV[6])
@@ -10,7 +11,9 @@ if epoch and key ~= '' then
   local seen = redis.call('HGET', KEYS[3], key)
   local start = window_start(KEYS[2], max_age)
   if seen and start and tonumber(seen) >= start then
-    return {epoch, tonumber(seen)}
+    -- a write, so that a WAIT after this covers the first attempt's entry too
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    return {epoch, tonumber(seen), 0}
   end
 end
 if not epoch then
@@ -52,5 +55,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
-redis.call('PUBLISH', ARGV[5], epoch .. ':' .. top .. ':' .. ARGV[1])
-return {epoch, top}
+if ARGV[8] == '1' then
+  redis.call('PUBLISH', ARGV[5], epoch .. ':' .. top .. ':' .. ARGV[1])
+end
+return {epoch, top, 1}
