@@ -18,7 +18,7 @@ IMAGES_ENV := deploy/build/images.env
 WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
 COMPOSE := $(WITH_IMAGES) docker compose
 
-.PHONY: help provision images certs env up up-nginx rollout check down ps logs scale compose test test-ci lint unit e2e requirements provision-bench
+.PHONY: help provision images certs env up up-nginx rollout check down ps logs scale compose test test-ci lint check-rules unit e2e requirements provision-bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,7 +85,7 @@ compose: ## any docker compose command with the stack's settings: make compose A
 # The bench harness has its own smoke (make bench-smoke): it needs the bench group.
 PYTEST := $(WITH_IMAGES) uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench $(PYTEST_ARGS)
 
-test: check-tools lint images certs ## run every test: unit, contract (memory + real Redis), e2e (real stack), browser
+test: check-tools lint images check-rules certs ## run every test: unit, contract (memory + real Redis), e2e (real stack), browser
 	@t=$$(date +%s); $(PYTEST); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - t ))s"; exit $$rc
 
 test-ci: provision-test test ## what .ci/run runs: provision a clean machine first, then `make test`
@@ -100,6 +100,9 @@ check-tools:
 	  docker compose version >/dev/null 2>&1 || missing="$$missing compose-v2"; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then echo "[test] missing:$$missing; run 'make provision-test' (installs them) or 'make test-ci'" >&2; exit 1; fi
+
+check-rules: ## promtool check + test of the Prometheus alert and recording rules (deploy/prometheus)
+	@$(WITH_IMAGES) bash deploy/check-rules.sh
 
 lint: ## ruff + mypy --strict on the package; the image's requirements match uv.lock
 	@uv run --extra ops ruff check . && uv run --extra ops ruff format --check . && uv run --extra ops mypy
