@@ -6,6 +6,8 @@ their old token; one user cannot hold more than the per-replica cap of sockets."
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 
 import aiohttp
@@ -103,3 +105,38 @@ async def test_one_user_cannot_hold_more_than_the_cap(stack: Stack):
         finally:
             for ws in sockets:
                 await ws.close()
+
+
+IDP_CHECK = """
+import json, sys
+from services.kit.auth import TokenVerifier
+from services.kit.jwks import KeySet
+document, token = json.loads(sys.stdin.read())
+print(TokenVerifier(None, KeySet.from_document(document)).verify_now(token).user)
+"""
+
+
+def test_the_service_image_verifies_identity_provider_tokens(stack: Stack):
+    """RS256 and ES256 need the `cryptography` package in the image itself (the tests'
+    environment has it anyway): verify one of each inside a running chat replica."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    for private, alg in (
+        (rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
+        (ec.generate_private_key(ec.SECP256R1()), "ES256"),
+    ):
+        jwk = jwt.algorithms.get_default_algorithms()[alg].to_jwk(
+            private.public_key(), as_dict=True
+        )
+        document = {"keys": [{**jwk, "kid": "k1", "use": "sig"}]}
+        now = int(time.time())
+        token = jwt.encode(
+            {"sub": "idp-user", "iat": now, "exp": now + 60}, private, alg, headers={"kid": "k1"}
+        )
+        container = stack.containers("chat")[0]
+        result = subprocess.run(
+            ["docker", "exec", "-i", container.id, "python", "-c", IDP_CHECK],
+            input=json.dumps([document, token]), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip() == "idp-user"
