@@ -29,3 +29,41 @@ def backplane_factory(request: pytest.FixtureRequest) -> BackplaneFactory:
 @pytest.fixture
 def replicas(backplane_factory: BackplaneFactory, aiohttp_client: Any) -> Replicas:
     return Replicas(backplane_factory, aiohttp_client)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def frames_match_the_asyncapi_document() -> Iterator[None]:
+    """Every frame a server sends during the contract tests is recorded (at the one place
+    frames leave a connection) and validated against docs/asyncapi.yaml at the end."""
+    import orjson
+    from protocol_schema import problems
+
+    from services.kit.connection import Connection
+
+    seen: list[tuple[str, bytes]] = []
+    send, deliver = Connection.send, Connection.deliver
+
+    def recording_send(self: Connection, frame: bytes, op: str) -> None:
+        seen.append((self._metrics.service, frame))
+        send(self, frame, op)
+
+    def recording_deliver(self: Connection, channel: str, publication: Any, frame: bytes) -> None:
+        seen.append((self._metrics.service, frame))
+        deliver(self, channel, publication, frame)
+
+    Connection.send = recording_send  # type: ignore[method-assign]
+    Connection.deliver = recording_deliver  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Connection.send, Connection.deliver = send, deliver  # type: ignore[method-assign]
+    found: list[str] = []
+    for service, frame in seen:
+        found.extend(problems(service, orjson.loads(frame)))
+    if found:
+        unique = sorted(set(found))
+        pytest.fail(
+            f"{len(found)} of {len(seen)} server frames do not match docs/asyncapi.yaml:\n"
+            + "\n".join(unique[:30]),
+            pytrace=False,
+        )

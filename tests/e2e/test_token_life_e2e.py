@@ -52,14 +52,17 @@ async def test_revoking_a_user_closes_them_everywhere(stack: Stack):
             sockets.append(ws)
             return str(hello["node"])
 
-        # on at least two chat replicas (p2c places each socket; a few tries get there)
-        for _ in range(20):
-            chat_nodes.add(await open_as_banned("chat"))
-            if len(chat_nodes) >= 2 and len(sockets) >= 4:
-                break
-        assert len(chat_nodes) >= 2, chat_nodes
-        for service in ("ticker", "telephony"):
+        # one through Traefik per service, and one on every chat replica directly (Traefik
+        # may place sockets anywhere; the revocation must reach each replica)
+        for service in ("chat", "ticker", "telephony"):
             await open_as_banned(service)
+        for container in stack.containers("chat"):
+            url = f"ws://{stack.container_ip(container)}:8000/chat/ws"
+            ws = await session.ws_connect(url, params={"token": banned})
+            hello = await ws.receive_json(timeout=10)
+            chat_nodes.add(str(hello["node"]))
+            sockets.append(ws)
+        assert len(chat_nodes) == stack.chat_replicas, chat_nodes
         bystander, _ = await stack.connect(session, "chat", "bystander")
         revoke = f"{stack.base}/admin/api/revoke"
         async with session.post(
