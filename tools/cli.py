@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("user")
 
     ca = sub.add_parser("ca", help="create the local CA and server certificate")
-    ca.add_argument("ca_args", nargs=argparse.REMAINDER, help="see `wwws ca --help`")
+    ca.add_argument("--dir", type=Path, default=localca.DEFAULT_DIR, help="output directory")
+    ca.add_argument("--force", action="store_true", help="re-issue the server certificate")
+    ca.add_argument("--quiet", action="store_true", help="do not print trust instructions")
     return parser
 
 
@@ -87,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             [args.user, "--ttl", str(args.ttl), "--env-file", str(args.env_file)]
         )
     if args.command == "ca":
-        return localca.main(args.ca_args)
+        flags = [flag for flag, on in (("--force", args.force), ("--quiet", args.quiet)) if on]
+        return localca.main(["--dir", str(args.dir), *flags])
     access = StackAccess.from_args(args.base, args.ca, args.env_file)
     if args.command == "chat":
         extra = ["--ca", str(access.ca)] if access.ca else []
