@@ -29,6 +29,7 @@ from .loadgen import raise_nofile
 from .report import render_report, write_plots
 from .scenarios import SCENARIOS, Config, Run
 from .targets import (
+    Nginx,
     Proc,
     Server,
     Target,
@@ -49,6 +50,7 @@ RESULTS = BENCH / "results"
 DEFAULT_TARGETS = (
     "wwws-direct",
     "wwws-traefik",
+    "wwws-nginx",
     "naive-direct",
     "socketio-node",
     "python-socketio",
@@ -149,6 +151,7 @@ class Harness:
             self.ports["wwws-ticker"] = free_port()
         self.redis_url = ""
         self.traefik: Traefik | None = None
+        self.nginx: Nginx | None = None
         self.peers_python: Path | None = None
         self.node_dir: Path | None = None
         self.started = time.monotonic()
@@ -168,8 +171,13 @@ class Harness:
             ensure_certs()
             self.traefik = Traefik(self.workdir, dict(self.ports))
             self.traefik.start()
+        if any(t.via_nginx for t in self.targets):
+            ensure_certs()
+            self.nginx = Nginx(self.workdir, dict(self.ports))
+            self.nginx.start()
         for target in self.targets:
             target.traefik = self.traefik
+            target.nginx = self.nginx
 
     def start(self, target: Target) -> Server:
         flush_redis(self.redis_url)
@@ -185,6 +193,8 @@ class Harness:
     async def run_one(self, target: Target, scenario: str) -> dict[str, Any]:
         if scenario == "idle" and target.via_traefik and self.traefik is not None:
             self.traefik.restart()  # Go keeps freed memory: a fresh Traefik per baseline
+        if scenario == "idle" and target.via_nginx and self.nginx is not None:
+            self.nginx.restart()  # the same fresh baseline for nginx
         server = self.start(target)
         target.server = server
         run = Run(target, self.config, self.redis_url)
@@ -218,6 +228,9 @@ class Harness:
         if run.target.via_traefik:
             assert self.traefik is not None
             run.extras["ticker_base"] = f"wss://127.0.0.1:{self.traefik.ports['wwws-ticker']}"
+        elif run.target.via_nginx:
+            assert self.nginx is not None
+            run.extras["ticker_base"] = f"wss://127.0.0.1:{self.nginx.ports['wwws-ticker']}"
         else:
             run.extras["ticker_base"] = f"ws://127.0.0.1:{port}"
         run.extras["ticker_protocol"] = ticker_protocol(server)
@@ -351,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if harness.traefik is not None:
             harness.traefik.stop()
+        if harness.nginx is not None:
+            harness.nginx.stop()
         Proc.stop_all()
     wall = time.monotonic() - started
     data = {

@@ -42,6 +42,20 @@ def _best_step_cpu(role: str) -> Getter:
     return getter
 
 
+def proxy_kib(per_connection: dict[str, float]) -> float:
+    """The front's memory per connection: Traefik's, or nginx's master and workers."""
+    return float(
+        sum(v for role, v in per_connection.items() if role.startswith(("traefik", "nginx")))
+    )
+
+
+def _idle_proxy_kib(result: dict[str, Any]) -> float | None:
+    per = result.get("idle", {}).get("kib_per_connection")
+    if not per or not any(role.startswith(("traefik", "nginx")) for role in per):
+        return None
+    return proxy_kib(per)
+
+
 def _ticker_stall_ratio(result: dict[str, Any]) -> float | None:
     phases = result.get("ticker", {}).get("phases")
     if not phases:
@@ -84,10 +98,10 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
     ),
     (
         "idle_traefik_kib",
-        "idle: Traefik memory per connection",
+        "idle: front (Traefik or nginx) memory per connection",
         "KiB",
         False,
-        _get("idle", "kib_per_connection", "traefik"),
+        _idle_proxy_kib,
     ),
     (
         "connect_rate",
@@ -159,7 +173,7 @@ def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     for name in results:
         if name.startswith("wwws"):
-            continue
+            continue  # wwws against itself: the pairs below
         proxied = name != "naive-direct"
         ours = "wwws-traefik" if proxied else "wwws-direct"
         if ours not in results:
@@ -168,6 +182,8 @@ def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
             out.append((ours, name))
     if "wwws-direct" in results and "wwws-traefik" in results:
         out.append(("wwws-traefik", "wwws-direct"))
+    if "wwws-nginx" in results and "wwws-traefik" in results:
+        out.append(("wwws-nginx", "wwws-traefik"))
     return out
 
 
@@ -265,7 +281,7 @@ def write_plots(data: dict[str, Any], out: Path) -> list[Path]:
 
     results: dict[str, Any] = data["results"]
     written = []
-    style = {"wwws-direct": ("C0", "-"), "wwws-traefik": ("C0", "--")}
+    style = {"wwws-direct": ("C0", "-"), "wwws-traefik": ("C0", "--"), "wwws-nginx": ("C0", ":")}
 
     def line_style(name: str, index: int) -> dict[str, Any]:
         color, dash = style.get(name, (f"C{index + 1}", "-" if "direct" in name else "--"))
@@ -334,11 +350,11 @@ def write_plots(data: dict[str, Any], out: Path) -> list[Path]:
         if per:
             names.append(name)
             server_kib.append(per.get("server", 0))
-            traefik_kib.append(per.get("traefik", 0))
+            traefik_kib.append(proxy_kib(per))
     if names:
         xs = range(len(names))
         bottom = ax.bar(xs, server_kib, label="server process")
-        top = ax.bar(xs, traefik_kib, bottom=server_kib, label="Traefik")
+        top = ax.bar(xs, traefik_kib, bottom=server_kib, label="front (Traefik or nginx)")
         ax.bar_label(bottom, fmt="%.1f", label_type="center", fontsize=8)
         ax.bar_label(top, labels=[f"{v:.0f}" if v else "" for v in traefik_kib], fontsize=8)
         ax.set_xticks(list(xs), names, rotation=20, ha="right")

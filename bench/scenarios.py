@@ -321,7 +321,7 @@ def _cdf(samples: Sequence[float], points: int = 200) -> list[float]:
 async def idle(run: Run) -> dict[str, Any]:
     """Hold many subscribed, silent connections; memory per connection = RSS delta / N."""
     cfg, target = run.config, run.target
-    wanted = cfg.idle_connections_proxied if target.via_traefik else cfg.idle_connections
+    wanted = cfg.idle_connections_proxied if target.proxied else cfg.idle_connections
     pids = target.pids()
     await asyncio.sleep(0.5)
     before = {role: proc_rss_kib(pid) for role, pid in pids.items()}

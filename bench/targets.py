@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -23,7 +24,15 @@ from services.kit.auth import mint_token
 
 from .loadgen import Protocol, SocketIOProtocol
 
-__all__ = ["Proc", "Target", "Traefik", "free_port", "proc_cpu_seconds", "proc_rss_kib"]
+__all__ = [
+    "Nginx",
+    "Proc",
+    "Target",
+    "Traefik",
+    "free_port",
+    "proc_cpu_seconds",
+    "proc_rss_kib",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = Path(__file__).resolve().parent / "apps"
@@ -294,6 +303,94 @@ class Traefik:
         self.start()
 
 
+def nginx_binary() -> str:
+    for candidate in (shutil.which("nginx"), "/usr/sbin/nginx"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("nginx not found: `make provision-bench` installs Debian's nginx-light")
+
+
+@dataclass
+class Nginx:
+    """One native nginx (Debian's), the alternative front: a TLS server per target on
+    loopback proxying WebSockets to that target's backend, with the stack's TLS files;
+    two workers, as Traefik uses the machine's two cores."""
+
+    workdir: Path
+    backends: dict[str, int]  # server name -> backend port
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: Proc | None = None
+
+    def start(self) -> None:
+        if not self.ports:
+            self.ports = {name: free_port() for name in self.backends}
+        conf = self.workdir / "nginx.conf"
+        servers = []
+        for name, port in self.ports.items():
+            servers.append(
+                f"""
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {CERTS / "server.crt"};
+        ssl_certificate_key {CERTS / "server.key"};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass http://127.0.0.1:{self.backends[name]};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+            proxy_buffering off;
+        }}
+    }}"""
+            )
+        temp = self.workdir / "nginx-temp"
+        temp.mkdir(exist_ok=True)
+        conf.write_text(
+            f"""daemon off;
+master_process on;
+worker_processes 2;
+worker_rlimit_nofile 200000;
+pid {self.workdir / "nginx.pid"};
+error_log {self.workdir / "nginx-error.log"} error;
+events {{ worker_connections 100000; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp};
+    proxy_temp_path {temp};
+    fastcgi_temp_path {temp};
+    uwsgi_temp_path {temp};
+    scgi_temp_path {temp};
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
+{"".join(servers)}
+}}
+"""
+        )
+        argv = [nginx_binary(), "-c", str(conf), "-e", str(self.workdir / "nginx-error.log")]
+        self.proc = Proc("nginx", argv, self.workdir / "nginx.log")
+        first = next(iter(self.ports.values()))
+        self.proc.wait_port(first)
+
+    def worker_pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        with contextlib.suppress(OSError):
+            return [int(pid) for pid in path.read_text().split()]
+        return []
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @dataclass
 class Server:
     """A server process shared by the targets that reach it (direct and through Traefik)."""
@@ -326,8 +423,14 @@ class Target:
     description: str
     path: str
     protocol_factory: Callable[[Server], Protocol]
+    via_nginx: bool = False
     server: Server | None = None
     traefik: Traefik | None = None
+    nginx: Nginx | None = None
+
+    @property
+    def proxied(self) -> bool:
+        return self.via_traefik or self.via_nginx
 
     @property
     def base(self) -> str:
@@ -335,6 +438,9 @@ class Target:
         if self.via_traefik:
             assert self.traefik is not None
             return f"wss://127.0.0.1:{self.traefik.ports[self.server_kind]}"
+        if self.via_nginx:
+            assert self.nginx is not None
+            return f"wss://127.0.0.1:{self.nginx.ports[self.server_kind]}"
         return f"ws://127.0.0.1:{self.server.port}"
 
     def protocol(self) -> Protocol:
@@ -342,7 +448,7 @@ class Target:
         return self.protocol_factory(self.server)
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        return client_ssl_context() if self.via_traefik else None
+        return client_ssl_context() if self.proxied else None
 
     def pids(self) -> dict[str, int]:
         """Processes whose memory/CPU belong to this target: the server (and Traefik)."""
@@ -350,6 +456,11 @@ class Target:
         pids = {"server": self.server.pid}
         if self.via_traefik and self.traefik is not None and self.traefik.proc is not None:
             pids["traefik"] = self.traefik.proc.pid
+        if self.via_nginx and self.nginx is not None and self.nginx.proc is not None:
+            # the workers hold the connections; roles "nginx*" add up to the proxy's share
+            pids["nginx"] = self.nginx.proc.pid
+            for pid in self.nginx.worker_pids():
+                pids[f"nginx-worker-{pid}"] = pid
         return pids
 
 
@@ -394,6 +505,15 @@ def target_catalog() -> dict[str, Target]:
             "wwws chat replica through Traefik + TLS",
             "/chat/ws",
             _wwws_protocol,
+        ),
+        Target(
+            "wwws-nginx",
+            "wwws",
+            False,
+            "wwws chat replica through nginx + TLS (the alternative front)",
+            "/chat/ws",
+            _wwws_protocol,
+            via_nginx=True,
         ),
         Target(
             "naive-direct",
@@ -460,6 +580,8 @@ def start_server(
             "WWWS_INTERNAL_PORT": str(internal),
             "WWWS_ALLOWED_ORIGINS": "*",
             "WWWS_NODE_ID": "bench-chat",
+            # the bench's clients share 10 user ids (see _wwws_protocol): no per-user cap
+            "WWWS_MAX_CONNECTIONS_PER_USER": "0",
             "WWWS_LOG_LEVEL": "WARNING",
             "WWWS_DRAIN_SECONDS": "0",  # stopping between scenarios: no need to drain
         }

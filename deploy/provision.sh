@@ -13,7 +13,8 @@
 #   DOCKERD_WAIT      seconds to wait for the daemon (default 60)
 #   WWWS_WITH_BROWSER 1: also install Debian's chromium (for the browser tests)
 #   WWWS_WITH_BENCH   1: also install what `make bench` runs on the host: Debian's
-#                     redis-server (the bench's own Redis) and Node.js + npm (the Socket.IO peer)
+#                     redis-server (the bench's own Redis), Node.js + npm (the Socket.IO peer)
+#                     and nginx-light (the alternative front)
 #   WWWS_ENGINE_CONFIG 0: leave /etc/docker/daemon.json alone (default 1: make sure it has
 #                     "userland-proxy": false, see engine_config below)
 set -euo pipefail
@@ -239,7 +240,20 @@ if [ "${WWWS_WITH_BENCH:-0}" = 1 ]; then
             step "redis-server: the init script the package started is stopped and disabled"
         fi
     fi
-    step "bench tools: $(redis-server --version | cut -d' ' -f1-3), node $(node --version), npm $(npm --version)"
+    # nginx: the bench's alternative front (wwws-nginx), started by the bench on free ports
+    if ! have nginx && [ ! -x /usr/sbin/nginx ]; then
+        apt_install nginx-light
+        # the package starts a system nginx on :80, where `make up` puts Traefik
+        if have systemctl && systemctl is-active --quiet nginx 2>/dev/null; then
+            systemctl disable --now nginx >/dev/null 2>&1 || true
+        elif have service; then
+            service nginx stop >/dev/null 2>&1 || true
+            update-rc.d nginx disable >/dev/null 2>&1 || true
+        fi
+        pkill -x nginx 2>/dev/null || true
+        step "nginx: installed for the bench; the system service it started is stopped"
+    fi
+    step "bench tools: $(redis-server --version | cut -d' ' -f1-3), node $(node --version), npm $(npm --version), $(/usr/sbin/nginx -v 2>&1)"
 fi
 
 step "done in $(( $(date +%s) - T0 ))s"

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(200)]
 def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     started = time.monotonic()
     argv = [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)]
-    argv += ["--targets", "wwws-direct,wwws-traefik,naive-direct"]
+    argv += ["--targets", "wwws-direct,wwws-traefik,wwws-nginx,naive-direct"]
     bench = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         output, _ = bench.communicate(timeout=150)
@@ -35,7 +35,7 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     assert bench.returncode == 0, output.decode()[-3000:]
     assert time.monotonic() - started < 120
     data = json.loads((tmp_path / "results.json").read_text())
-    for name in ("wwws-direct", "wwws-traefik", "naive-direct"):
+    for name in ("wwws-direct", "wwws-traefik", "wwws-nginx", "naive-direct"):
         results = data["results"][name]
         for scenario, outcome in results.items():
             assert "error" not in outcome, (name, scenario, outcome)
