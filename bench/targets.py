@@ -228,8 +228,27 @@ def traefik_binary() -> str:
     raise RuntimeError("traefik not found: install the bench group (uv sync --group bench)")
 
 
+class Front:
+    """A proxy process in front of the servers (Traefik or nginx)."""
+
+    proc: Proc | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def restart(self) -> None:
+        """A fresh process on the same ports: a memory baseline of its own."""
+        self.stop()
+        self.start()
+
+
 @dataclass
-class Traefik:
+class Traefik(Front):
     """One native Traefik 3.7 (file provider): a TLS entrypoint per target, routing every
     path to that target's backend on loopback; the same TLS settings as the stack."""
 
@@ -293,15 +312,6 @@ class Traefik:
         self.proc = Proc("traefik", argv, self.workdir / "traefik.log")
         self.proc.wait_http(f"http://127.0.0.1:{ping}/ping")
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
 
 def nginx_binary() -> str:
     for candidate in (shutil.which("nginx"), "/usr/sbin/nginx"):
@@ -311,7 +321,7 @@ def nginx_binary() -> str:
 
 
 @dataclass
-class Nginx:
+class Nginx(Front):
     """One native nginx (Debian's), the alternative front: a TLS server per target on
     loopback proxying WebSockets to that target's backend, with the stack's TLS files;
     two workers, as Traefik uses the machine's two cores."""
@@ -380,15 +390,6 @@ http {{
         with contextlib.suppress(OSError):
             return [int(pid) for pid in path.read_text().split()]
         return []
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 @dataclass

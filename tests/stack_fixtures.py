@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,20 @@ def stack(docker_services: object, stack_config: Stack) -> Stack:
     """The stack, once Traefik routes every service (its docker provider lags `up`)."""
     asyncio.run(wait_until_routed(stack_config))
     return stack_config
+
+
+def compose_files(
+    stack: Stack, files: tuple[str, ...], *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """``docker compose`` on a stack of a test module's own, with these compose files;
+    the stack's values win over whatever the shell exports (make exports some of them)."""
+    command = ["docker", "compose", "--env-file", str(stack.env_file)]
+    for name in files:
+        command += ["-f", str(ROOT / name)]
+    env = {**os.environ, **stack.env()}
+    return subprocess.run(
+        [*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 async def compose_up(stack: Stack, timeout: float = 90.0) -> None:

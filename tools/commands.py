@@ -38,20 +38,24 @@ async def tail(access: StackAccess, channel: str, user: str, count: int | None) 
 
 async def notify(access: StackAccess, user: str, data: dict[str, Any]) -> int:
     """A notification to ``user`` through the ticker's publish API."""
-    key = access.secret("WWWS_TICKER_API_KEY")
+    body = {"user": user, "data": data}
+    print(json.dumps(await _post(access, "/ticker/api/publish", body, "WWWS_TICKER_API_KEY")))
+    return 0
+
+
+async def _post(access: StackAccess, path: str, body: dict[str, Any], key_name: str) -> Any:
+    """POST ``body`` with the bearer key ``key_name`` (from .env); the JSON answer, or
+    StackUnreachable saying what the stack refused."""
+    key = access.secret(key_name)
+    headers = {"Authorization": f"Bearer {key}"}
     async with (
         access.session() as session,
-        session.post(
-            f"{access.base}/ticker/api/publish",
-            json={"user": user, "data": data},
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response,
+        session.post(f"{access.base}{path}", json=body, headers=headers) as response,
     ):
         if response.status != 200:
-            raise StackUnreachable(f"the publish API refused: HTTP {response.status}: "
-                                   f"{(await response.text()).strip()}")  # fmt: skip
-        print(json.dumps(await response.json()))
-    return 0
+            text = (await response.text()).strip()
+            raise StackUnreachable(f"{path} refused: HTTP {response.status}: {text}")
+        return await response.json()
 
 
 async def call(access: StackAccess, callee: str, user: str, ring_for: float) -> int:
@@ -123,19 +127,8 @@ def render(frame: dict[str, Any]) -> str:
 
 async def revoke(access: StackAccess, user: str) -> int:
     """Close every connection of ``user`` (4011) and void their tokens."""
-    key = access.secret("WWWS_ADMIN_API_KEY")
-    async with (
-        access.session() as session,
-        session.post(
-            f"{access.base}/admin/api/revoke",
-            json={"user": user},
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response,
-    ):
-        if response.status != 200:
-            raise StackUnreachable(f"revoke refused: HTTP {response.status}: "
-                                   f"{(await response.text()).strip()}")  # fmt: skip
-        print(json.dumps(await response.json()))
+    body = {"user": user}
+    print(json.dumps(await _post(access, "/admin/api/revoke", body, "WWWS_ADMIN_API_KEY")))
     return 0
 
 

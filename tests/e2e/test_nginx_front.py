@@ -9,13 +9,12 @@ killed mid-conversation: the same assertions, only the front differs.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from stack import ROOT, Stack
-from stack_fixtures import wait_until_routed
+from stack import Stack
+from stack_fixtures import compose_files, wait_until_routed
 from test_stack import (
     test_chat_across_replicas,
     test_handshake_refusals_through_traefik,
@@ -44,14 +43,7 @@ COMPOSE_FILES = ("compose.yaml", "compose.nginx.yaml")
 
 
 def compose(stack: Stack, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    command = ["docker", "compose", "--env-file", str(stack.env_file)]
-    for name in COMPOSE_FILES:
-        command += ["-f", str(ROOT / name)]
-    # The stack's values win over whatever the shell exports (make exports some of them).
-    env = {**os.environ, **stack.env()}
-    return subprocess.run(
-        [*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return compose_files(stack, COMPOSE_FILES, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

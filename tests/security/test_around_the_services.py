@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 
 import aiohttp
 import docker
 import pytest
-from stack import CA_CERT, IMAGES_ENV, ROOT, Stack, read_env_file
-from stack_fixtures import wait_until_routed
+from stack import CA_CERT, IMAGES_ENV, Stack, read_env_file
+from stack_fixtures import compose_files, wait_until_routed
 
 #: lowered from the default (500) so that filling it takes 30 sockets, not 500
 OPEN_PER_ADDRESS = 30
@@ -25,11 +24,7 @@ DEFAULT_BURST = 100
 
 
 def compose(stack: Stack, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    command = ["docker", "compose", "--env-file", str(stack.env_file), "-f", "compose.yaml"]
-    env = {**os.environ, **stack.env()}
-    return subprocess.run(
-        [*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return compose_files(stack, ("compose.yaml",), *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
