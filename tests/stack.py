@@ -62,6 +62,8 @@ class Stack:
     drain_seconds: float = 3.0
     outbound_queue_bytes: int = 256 * 1024
     extra: dict[str, str] = field(default_factory=dict)
+    #: the compose files the stack runs from (an overlay adds its own)
+    files: tuple[str, ...] = ("compose.yaml",)
 
     @property
     def base(self) -> str:

@@ -97,12 +97,12 @@ def stack(docker_services: object, stack_config: Stack) -> Stack:
 
 
 def compose_files(
-    stack: Stack, files: tuple[str, ...], *args: str, timeout: float = 240
+    stack: Stack, *args: str, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
-    """``docker compose`` on a stack of a test module's own, with these compose files;
-    the stack's values win over whatever the shell exports (make exports some of them)."""
+    """``docker compose`` on a stack of a test module's own, with its compose files; the
+    stack's values win over whatever the shell exports (make exports some of them)."""
     command = ["docker", "compose", "--env-file", str(stack.env_file)]
-    for name in files:
+    for name in stack.files:
         command += ["-f", str(ROOT / name)]
     env = {**os.environ, **stack.env()}
     return subprocess.run(
@@ -114,7 +114,9 @@ async def compose_up(stack: Stack, timeout: float = 90.0) -> None:
     """Every service back at its replica count and healthy (after a test killed or
     stopped some), then routed by Traefik."""
     command = ["docker", "compose", "--env-file", str(stack.env_file), "-p", stack.project]
-    command += ["-f", str(ROOT / "compose.yaml"), "up", "-d", "--no-build", "--wait"]
+    for name in stack.files:
+        command += ["-f", str(ROOT / name)]
+    command += ["up", "-d", "--no-build", "--wait"]
     command += ["--wait-timeout", str(int(timeout))]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT

@@ -43,7 +43,7 @@ COMPOSE_FILES = ("compose.yaml", "compose.nginx.yaml")
 
 
 def compose(stack: Stack, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return compose_files(stack, COMPOSE_FILES, *args, timeout=timeout)
+    return compose_files(stack, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tmp_path_factory.mktemp("nginx"), chat_replicas=3, ticker_replicas=1, telephony_replicas=2
     )
     nginx_stack.project = nginx_stack.project.replace("wwws-e2e-", "wwws-nginx-")
+    nginx_stack.files = COMPOSE_FILES
     nginx_stack.write_env_file()
     try:
         started = compose(nginx_stack, "up", "-d", "--no-build", "--wait", "--wait-timeout", "180")

@@ -11,9 +11,17 @@ import time
 import aiohttp
 from helpers import receive_close, receive_op
 from stack import Stack
+from stack_fixtures import compose_up
 
 
 async def test_sigterm_drains_one_replica_without_failed_handshakes(stack: Stack):
+    try:
+        await _drain_one_replica(stack)
+    finally:
+        await compose_up(stack)  # Docker does not restart a replica it was told to kill
+
+
+async def _drain_one_replica(stack: Stack) -> None:
     containers = {c.id[:12]: c for c in stack.containers("chat")}
     assert len(containers) == stack.chat_replicas
     async with stack.session() as session:

@@ -12,6 +12,7 @@ import collections
 
 from chat_room import ChatRoom
 from stack import Stack
+from stack_fixtures import compose_up
 
 ROOM = "e2e-kill"
 CLIENTS = 6
@@ -35,3 +36,4 @@ async def test_kill_9_a_replica_mid_conversation_loses_no_acknowledged_message(s
             assert client.reconnects >= 1 and client.node != victim_node
     finally:
         await room.leave()
+        await compose_up(stack)  # Docker does not restart a replica it was told to kill

@@ -24,7 +24,7 @@ DEFAULT_BURST = 100
 
 
 def compose(stack: Stack, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return compose_files(stack, ("compose.yaml",), *args, timeout=timeout)
+    return compose_files(stack, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
