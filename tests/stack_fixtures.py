@@ -118,8 +118,13 @@ async def compose_up(stack: Stack, timeout: float = 90.0) -> None:
         command += ["-f", str(ROOT / name)]
     command += ["up", "-d", "--no-build", "--wait"]
     command += ["--wait-timeout", str(int(timeout))]
+    # this stack's values, not whatever stack the session exported (compose lets the
+    # shell's environment win over --env-file)
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **stack.env()},
     )
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode(errors="replace")

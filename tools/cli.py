@@ -92,11 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = [flag for flag, on in (("--force", args.force), ("--quiet", args.quiet)) if on]
         return localca.main(["--dir", str(args.dir), *flags])
     access = StackAccess.from_args(args.base, args.ca, args.env_file)
-    if args.command == "chat":
-        extra = ["--ca", str(access.ca)] if access.ca else []
-        url = access.ws_url("chat")
-        return chat_tool.main([args.user, args.room, "--url", url, *extra,
-                               "--env-file", str(args.env_file)])  # fmt: skip
     try:
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_run(args, access))
@@ -107,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace, access: StackAccess) -> int:
+    if args.command == "chat":
+        ca = access.ca if access.base.startswith("https://") else None
+        secret = access.secret("WWWS_TOKEN_SECRET")
+        await chat_tool.chat(access.ws_url("chat"), args.user, args.room, ca, secret)
+        return 0
     if args.command == "tail":
         return await commands.run_for(
             commands.tail(access, args.channel, args.user, args.count), args.seconds

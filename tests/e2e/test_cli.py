@@ -84,3 +84,27 @@ async def test_clear_errors_when_the_stack_cannot_be_used(stack: Stack, tmp_path
     assert code == 0 and (tmp_path / "ca.crt").exists()
     code, _, err = await wwws(stack, "--ca", str(tmp_path / "ca.crt"), "revoke", "x")
     assert code == 2 and "TLS verification" in err, err
+
+
+async def test_chat_publishes_what_is_typed(stack: Stack):
+    async with stack.session() as session:
+        reader, _ = await stack.connect(session, "chat", "cli-reader")
+        await reader.send_json({"op": "sub", "id": 1, "ch": "cli-room"})
+        while (await reader.receive_json(timeout=10))["op"] != "subscribed":
+            pass
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tools.cli", "--base", stack.base, "--env-file",
+            str(stack.env_file), "chat", "cli-talker", "cli-room",
+            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(b"typed in a terminal\n"), 30)
+        assert process.returncode == 0, err.decode()
+        assert b"cli-talker in cli-room on replica" in out
+        while True:
+            frame = await reader.receive_json(timeout=10)
+            if frame["op"] == "msg":
+                break
+        assert frame["data"]["text"] == "typed in a terminal"
+        assert frame["data"]["user"] == "cli-talker"
+        await reader.close()
