@@ -43,6 +43,7 @@ from .targets import (
     start_ticker,
     target_catalog,
     ticker_protocol,
+    wait_replica_linked,
 )
 
 BENCH = Path(__file__).resolve().parent
@@ -167,6 +168,11 @@ class Harness:
             log("installing Socket.IO 4.8 into bench/.peers/node (first run only)")
             self.node_dir = peers.ensure_node(install_log)
         _, self.redis_url = start_redis(self.workdir)
+        if "wwws-durable" in self.kinds:
+            log("starting a Redis replica for wwws-durable (acks wait for it: WAIT)")
+            primary_port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+            _, replica_url = start_redis(self.workdir, replica_of=primary_port)
+            wait_replica_linked(replica_url)
         if any(t.via_traefik for t in self.targets):
             ensure_certs()
             self.traefik = Traefik(self.workdir, dict(self.ports))

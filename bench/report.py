@@ -184,6 +184,8 @@ def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("wwws-traefik", "wwws-direct"))
     if "wwws-nginx" in results and "wwws-traefik" in results:
         out.append(("wwws-nginx", "wwws-traefik"))
+    if "wwws-durable" in results and "wwws-direct" in results:
+        out.append(("wwws-durable", "wwws-direct"))
     return out
 
 

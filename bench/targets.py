@@ -25,6 +25,7 @@ from services.kit.auth import mint_token
 from .loadgen import Protocol, SocketIOProtocol
 
 __all__ = [
+    "DURABLE_ACK_QUERY",
     "Nginx",
     "Proc",
     "Target",
@@ -32,6 +33,7 @@ __all__ = [
     "free_port",
     "proc_cpu_seconds",
     "proc_rss_kib",
+    "wait_replica_linked",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,10 +161,17 @@ class Proc:
                 proc.stop(timeout=5)
 
 
-def start_redis(workdir: Path) -> tuple[Proc, str]:
+#: the durable-ack target's backplane: acknowledged once the replica holds it (WAIT)
+DURABLE_ACK_QUERY = "?ack_replicas=1&ack_timeout_ms=1000"
+
+
+def start_redis(workdir: Path, replica_of: int | None = None) -> tuple[Proc, str]:
+    """The bench's Redis (no persistence), or a replica of it (``replica_of``: its port)."""
     port = free_port()
+    follow = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
+    name = "redis-replica" if replica_of else "redis"
     proc = Proc(
-        "redis",
+        name,
         [
             "redis-server",
             "--port",
@@ -177,11 +186,27 @@ def start_redis(workdir: Path) -> tuple[Proc, str]:
             str(workdir),
             "--maxclients",
             "20000",
+            *follow,
         ],
-        workdir / "redis.log",
+        workdir / f"{name}.log",
     )
     proc.wait_port(port)
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def wait_replica_linked(url: str, timeout: float = 30.0) -> None:
+    """Until the replica at ``url`` follows its primary (master_link_status:up)."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = subprocess.run(
+            ["redis-cli", "-p", port, "INFO", "replication"],
+            capture_output=True, text=True, check=False, timeout=10,
+        ).stdout  # fmt: skip
+        if "master_link_status:up" in info:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the bench's Redis replica on :{port} did not link to its primary")
 
 
 def flush_redis(url: str) -> None:
@@ -508,6 +533,14 @@ def target_catalog() -> dict[str, Target]:
             _wwws_protocol,
         ),
         Target(
+            "wwws-durable",
+            "wwws-durable",
+            False,
+            "wwws chat replica, direct, acks once a Redis replica holds the message (WAIT)",
+            "/chat/ws",
+            _wwws_protocol,
+        ),
+        Target(
             "wwws-nginx",
             "wwws",
             False,
@@ -570,7 +603,9 @@ def start_server(
 ) -> Server:
     server = Server(kind, port)
     log = workdir / f"server-{kind}.log"
-    if kind == "wwws":
+    if kind == "wwws-durable":
+        redis_url += DURABLE_ACK_QUERY
+    if kind in ("wwws", "wwws-durable"):
         secret = secrets.token_urlsafe(32)
         internal = free_port()
         env = {
