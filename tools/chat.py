@@ -19,11 +19,10 @@ from pathlib import Path
 from clients.wwws import Client, ClientError, NotAcknowledged
 from services.kit.auth import mint_token
 
+from .reach import DEFAULT_CA
 from .token import secret_from
 
 __all__ = ["main"]
-
-DEFAULT_CA = Path("deploy/certs/ca.crt")
 
 
 async def chat(url: str, user: str, room: str, ca: Path | None, secret: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-__all__ = ["DEFAULT_CA", "StackAccess", "StackUnreachable", "explain"]
+__all__ = ["DEFAULT_CA", "StackAccess", "StackUnreachable", "explain", "read_env_file"]
 
 DEFAULT_CA = Path("deploy/certs/ca.crt")
 
@@ -28,7 +28,7 @@ class StackAccess:
 
     @classmethod
     def from_args(cls, base: str | None, ca: Path | None, env_file: Path) -> StackAccess:
-        env = dict(_read_env(env_file))
+        env = dict(read_env_file(env_file))
         env.update({k: v for k, v in os.environ.items() if k.startswith(("WWWS_", "HTTPS_"))})
         if base is None:
             port = env.get("HTTPS_PORT", "443")
@@ -80,7 +80,8 @@ def explain(error: BaseException, access: StackAccess) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _read_env(path: Path) -> list[tuple[str, str]]:
+def read_env_file(path: Path) -> list[tuple[str, str]]:
+    """``NAME=value`` pairs of a .env file (comments and blank lines left out)."""
     if not path.exists():
         return []
     pairs = []

@@ -13,18 +13,16 @@ from pathlib import Path
 
 from services.kit.auth import mint_token
 
+from .reach import read_env_file
+
 __all__ = ["main"]
 
 
 def secret_from(env_file: Path) -> str | None:
+    """WWWS_TOKEN_SECRET from the environment, else from ``env_file``."""
     if os.environ.get("WWWS_TOKEN_SECRET"):
         return os.environ["WWWS_TOKEN_SECRET"]
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            name, _, value = line.partition("=")
-            if name.strip() == "WWWS_TOKEN_SECRET":
-                return value.strip().strip('"')
-    return None
+    return dict(read_env_file(env_file)).get("WWWS_TOKEN_SECRET") or None
 
 
 def main(argv: list[str] | None = None) -> int:
