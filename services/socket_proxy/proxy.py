@@ -25,7 +25,16 @@ _ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 #: read calls, with or without an API version prefix (/v1.41/...)
 ALLOWED = re.compile(
     r"(/v1\.\d{1,3})?/(_ping|version|info|events|containers/json|containers/" + _ID + r"/json"
-    r"|networks|networks/" + _ID + r"|services|tasks|nodes)"
+    r"|networks|networks/"
+    + _ID
+    # Swarm (Traefik's swarm provider, Prometheus' dockerswarm_sd): lists and single objects
+    + r"|services|services/"
+    + _ID
+    + r"|tasks|tasks/"
+    + _ID
+    + r"|nodes|nodes/"
+    + _ID
+    + r")"
 )
 READ_METHODS = frozenset({"GET", "HEAD"})
 #: upstream headers worth passing on (framing headers are aiohttp's to write)
