@@ -18,7 +18,7 @@ IMAGES_ENV := deploy/build/images.env
 WITH_IMAGES := set -a; [ ! -f $(IMAGES_ENV) ] || . ./$(IMAGES_ENV); set +a;
 COMPOSE := $(WITH_IMAGES) docker compose
 
-.PHONY: help provision images certs env up up-nginx rollout check down ps logs scale compose test test-ci lint check-rules unit e2e requirements provision-bench
+.PHONY: help provision images certs env up up-nginx rollout check down ps logs scale compose test test-ci lint check-rules unit e2e cluster requirements provision-bench swarm-up swarm-down swarm-ps local-swarm-up local-swarm-down
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,10 +115,30 @@ requirements: ## regenerate the image's deploy/app/requirements.txt from uv.lock
 	@echo "[requirements] deploy/app/requirements.txt written from uv.lock"
 
 unit: ## fast tests: unit + contract on the memory backplane (no Docker, no browser)
-	@uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench -m "not redis and not e2e and not faults and not browser" $(PYTEST_ARGS)
+	@uv run --extra ops pytest -p no:cacheprovider --ignore=tests/bench -m "not redis and not e2e and not faults and not browser and not cluster" $(PYTEST_ARGS)
 
 e2e: provision images certs ## end-to-end tests against a real compose stack
 	@$(PYTEST) -m e2e
+
+cluster: provision images certs ## the Swarm tests alone: a real 3-node swarm on this machine (about 6 min)
+	@$(PYTEST) -m cluster tests/cluster
+
+# Swarm (README, "Running on several machines"). swarm-up deploys on the swarm of the engine
+# docker talks to: run it on a manager, or with DOCKER_HOST=ssh://manager (or tcp://...).
+swarm-up: images certs env ## deploy the stack on the current engine's swarm (docker stack deploy; WWWS_SCALER=1 for the autoscaler)
+	@$(WITH_IMAGES) bash deploy/swarm/deploy.sh
+
+swarm-down: ## remove the swarm stack (its secrets and configs go with it)
+	@docker stack rm $${WWWS_STACK:-wwws}
+
+swarm-ps: ## the swarm stack's tasks: which node runs what
+	@docker stack ps --filter desired-state=running $${WWWS_STACK:-wwws}
+
+local-swarm-up: images ## a 3-node swarm of Docker engines in containers on this machine, to try swarm-up (prints DOCKER_HOST)
+	@$(WITH_IMAGES) bash deploy/swarm/local-cluster.sh up $${NODES:-3}
+
+local-swarm-down: ## remove the local swarm's nodes
+	@bash deploy/swarm/local-cluster.sh down
 
 token: ## print a token for U (make token U=alice), signed with .env's WWWS_TOKEN_SECRET
 	@uv run --quiet python -m tools.token $(or $(U),$(USER_ID),alice)

@@ -220,7 +220,10 @@ if [ "${WWWS_REBUILD:-0}" != 1 ] && [ "$(cat "$wheels/.requirements.sha" 2>/dev/
     step "wheels: up to date ($(ls "$wheels"/*.whl | wc -l) in ${wheels#"$ROOT"/}), skipped"
 else
     rm -rf "$wheels" && mkdir -p "$wheels"
-    sed -e 's/[[:space:]]*;.*$//' -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' "$req" >"$wheels/.requirements.nomarkers.txt"
+    # the markers go (pip download cannot evaluate them for another platform); Windows-only
+    # packages (pywin32, for the Docker SDK) go with them
+    sed -e "/sys_platform == 'win32'/d" -e 's/[[:space:]]*;.*$//' -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' \
+        "$req" >"$wheels/.requirements.nomarkers.txt"
     # pip does not widen a manylinux_2_X tag to older glibc versions: list them all.
     platforms="--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64"
     for v in $(seq 17 36); do platforms="$platforms --platform manylinux_2_${v}_x86_64"; done

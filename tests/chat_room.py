@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from stack import Stack
 
@@ -24,8 +26,18 @@ class ChatRoom:
             Client(url, stack.token(user), ssl_context=context, backoff_base=0.05) for user in users
         ]
         self.acked: dict[int, str] = {}
+        #: (sent, acknowledged) times of each acknowledged publication (time.monotonic)
+        self.ack_times: list[tuple[float, float]] = []
         self.unacked: list[str] = []  # each sender knows these are not guaranteed
         self._stop = asyncio.Event()
+
+    @classmethod
+    def across(cls, stacks: Sequence[Any], room: str, users: list[str]) -> ChatRoom:
+        """Users spread round-robin over several front doors (a cluster's Traefiks)."""
+        rooms = [cls(stacks[i % len(stacks)], room, [user]) for i, user in enumerate(users)]
+        joined = rooms[0]
+        joined.clients = [client for one in rooms for client in one.clients]
+        return joined
 
     async def join(self) -> None:
         for client in self.clients:
@@ -47,8 +59,10 @@ class ChatRoom:
         while not self._stop.is_set():
             text = f"{i}:{n}"
             n += 1
+            sent = time.monotonic()
             try:
                 self.acked[await client.publish(self.room, {"text": text})] = text
+                self.ack_times.append((sent, time.monotonic()))
             except (NotAcknowledged, ClientError, ConnectionError):
                 self.unacked.append(text)
                 await asyncio.sleep(PAUSE)

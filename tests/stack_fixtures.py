@@ -28,6 +28,7 @@ MARKED_FOLDERS = {
     "tests/e2e/": pytest.mark.e2e,
     "tests/faults/": pytest.mark.faults,
     "tests/security/": pytest.mark.e2e,  # a real stack of its own
+    "tests/cluster/": pytest.mark.cluster,  # a 3-node Swarm of its own
 }
 
 

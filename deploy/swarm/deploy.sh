@@ -96,8 +96,14 @@ docker stack deploy --prune -c deploy/swarm/stack.yaml "$WWWS_STACK" | sed 's/^/
 deadline=$((SECONDS + ${WWWS_DEPLOY_TIMEOUT:-240}))
 last=0
 while :; do
+    # not yet: fewer tasks running than wanted, or a rolling update still under way
     pending=$(docker service ls --filter "label=com.docker.stack.namespace=$WWWS_STACK" \
         --format '{{.Name}} {{.Replicas}}' | awk '{split($2, r, "/"); sub(/ .*/, "", r[2]); if (r[1] != r[2]) print $1 "(" $2 ")"}')
+    ids=$(docker service ls -q --filter "label=com.docker.stack.namespace=$WWWS_STACK")
+    # shellcheck disable=SC2086
+    pending="$pending $(docker service inspect --format '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' $ids \
+        | awk '$2 == "updating" || $2 == "rollback_started" {print $1 "(updating)"}')"
+    pending=$(echo $pending)
     [ -n "$pending" ] || break
     if [ $SECONDS -ge $deadline ]; then
         docker stack ps --no-trunc --filter desired-state=running "$WWWS_STACK" | grep -v Running >&2 || true
@@ -106,4 +112,7 @@ while :; do
     if [ $((SECONDS - last)) -ge 10 ]; then step "waiting for: $pending"; last=$SECONDS; fi
     sleep 2
 done
+failed=$(docker service inspect --format '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' $ids \
+    | awk '$2 == "rollback_completed" || $2 == "paused" {print $1 "(" $2 ")"}')
+[ -z "$failed" ] || die "an update did not take: $(echo $failed) (docker service inspect --pretty NAME)"
 step "stack '$WWWS_STACK' is up: docker stack services $WWWS_STACK"

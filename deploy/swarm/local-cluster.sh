@@ -6,6 +6,7 @@
 #
 #   deploy/swarm/local-cluster.sh up [NODES]   # build the node image, start NODES (default 3)
 #                                              # engines, init + join, load the stack's images
+#   deploy/swarm/local-cluster.sh load IMAGE.. # copy images from this engine to every node
 #   deploy/swarm/local-cluster.sh env          # print DOCKER_HOST=... for the manager
 #   deploy/swarm/local-cluster.sh down         # remove the nodes (by id) and the network
 #
@@ -88,20 +89,23 @@ up() {
     done
     step "swarm of $nodes nodes (manager ${PREFIX}1)"
 
+    load_images $(stack_images)
+    docker exec "${PREFIX}1" docker node ls
+    echo "DOCKER_HOST=$(manager_host)"
+}
+
+load_images() {
     # No registry here: every node gets the images from the host's engine (a real cluster
     # pushes them to its registry instead). One `docker save` stream per node, in parallel.
-    local images pids=()
-    images=$(stack_images)
-    for image in $images; do docker image inspect "$image" >/dev/null 2>&1 || die "no image $image: run make images"; done
-    for i in $(seq 1 "$nodes"); do
-        # shellcheck disable=SC2086
-        (docker save $images | docker exec -i "$PREFIX$i" docker load -q >/dev/null) &
+    local image node pids=()
+    [ $# -gt 0 ] || die "load: which images?"
+    for image in "$@"; do docker image inspect "$image" >/dev/null 2>&1 || die "no image $image: run make images"; done
+    for node in $(docker ps --filter "label=wwws.cluster=$PREFIX" --format '{{.Names}}'); do
+        (docker save "$@" | docker exec -i "$node" docker load -q >/dev/null) &
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || die "loading the images into a node failed"; done
-    step "images loaded on every node: $images"
-    docker exec "${PREFIX}1" docker node ls
-    echo "DOCKER_HOST=$(manager_host)"
+    step "loaded on every running node: $*"
 }
 
 down() {
@@ -120,5 +124,6 @@ case "${1:-}" in
     up) up "${2:-3}" ;;
     down) down ;;
     env) echo "DOCKER_HOST=$(manager_host)" ;;
-    *) echo "usage: $0 up [NODES] | env | down" >&2; exit 2 ;;
+    load) shift; load_images "$@" ;;
+    *) echo "usage: $0 up [NODES] | load IMAGE... | env | down" >&2; exit 2 ;;
 esac

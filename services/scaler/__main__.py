@@ -27,14 +27,14 @@ class ScalerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.replicas = Gauge(
             "wwws_scaler_replicas",
-            "Replicas the scaler last saw or set",
-            ["job"],
+            "Replicas the scaler last saw or set, by stack service",
+            ["service"],
             registry=self.registry,
         )
         self.decisions = Counter(
             "wwws_scaler_decisions",
             "Replica changes made",
-            ["job", "direction"],
+            ["service", "direction"],
             registry=self.registry,
         )
         self.errors = Counter("wwws_scaler_errors", "Rounds that failed", registry=self.registry)
