@@ -91,7 +91,7 @@ class Client:
         backoff_base: float = 0.1,
         backoff_cap: float = 5.0,
         reply_timeout: float = 10.0,
-        heartbeat: float | None = 10.0,
+        heartbeat: float | None = None,
         token_provider: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.url = url
@@ -116,9 +116,17 @@ class Client:
         self._ssl = ssl_context
         self._backoff = (backoff_base, backoff_cap)
         self._reply_timeout = reply_timeout
-        # Pings of our own: a connection whose far end vanished (a replica cut off from the
-        # network) sends no close frame, and only a missing pong reveals it.
+        # A connection whose far end vanished (a replica cut off from the network) sends
+        # no close frame; only silence reveals it. By default the client follows the
+        # server's heartbeat: the server pings every `interval` (hello, `heartbeat`) and
+        # 2 x interval + 5 s without any frame or ping means the connection is dead. A
+        # number here makes the client ping on its own every that many seconds instead
+        # (quicker to notice, at the cost of the client polling).
         self._heartbeat = heartbeat
+        #: the server's ping interval as last announced (hello / `heartbeat`)
+        self.heartbeat_interval: float | None = None
+        #: connections given up because the server fell silent past 2 x interval + 5 s
+        self.silent_drops = 0
         # channels resubscribed on this connection whose reply has not come yet
         self._resuming: set[str] = set()
         self._watched: set[str] = set()
@@ -326,7 +334,11 @@ class Client:
             code: int | None = None
             try:
                 self._ws = await self._session.ws_connect(
-                    self.url, params={"token": self.token}, heartbeat=self._heartbeat
+                    self.url,
+                    params={"token": self.token},
+                    heartbeat=self._heartbeat,
+                    # following the server: the reader sees its pings (and answers them)
+                    autoping=self._heartbeat is not None,
                 )
             except (aiohttp.ClientError, OSError) as error:
                 log.debug("connect failed: %s", error)
@@ -419,9 +431,25 @@ class Client:
         finally:
             self._fail_waiters()
 
+    def _silence_limit(self) -> float | None:
+        if self._heartbeat is not None or self.heartbeat_interval is None:
+            return None
+        return 2 * self.heartbeat_interval + 5.0
+
     async def _read_frames(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            message = await ws.receive()
+            try:
+                message = await ws.receive(timeout=self._silence_limit())
+            except TimeoutError:
+                self.silent_drops += 1
+                log.info("no frame or ping for %ss: reconnecting", self._silence_limit())
+                await ws.close()
+                return
+            if message.type is aiohttp.WSMsgType.PING:
+                await ws.pong(message.data)
+                continue
+            if message.type is aiohttp.WSMsgType.PONG:
+                continue
             if message.type is aiohttp.WSMsgType.CLOSE:
                 # The server's own code: aiohttp's ws.close_code may say 1006 when the
                 # server closed the socket right after its close frame.
@@ -432,6 +460,10 @@ class Client:
                 continue
             frame = message.json()
             op = frame.get("op")
+            if op in ("hello", "heartbeat"):
+                self.heartbeat_interval = float(frame.get("heartbeat", frame.get("interval")))
+            if op == "heartbeat":
+                continue
             if op == "hello":
                 if not self._hello.done():
                     self._hello.set_result(frame)

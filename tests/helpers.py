@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-INTERLEAVED = {"msg", "join", "leave", "presence"}
+INTERLEAVED = {"msg", "join", "leave", "presence", "heartbeat"}
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
 T = TypeVar("T")

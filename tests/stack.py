@@ -104,6 +104,9 @@ class Stack:
                 "WWWS_EDGE_REQUESTS_PER_SECOND": "100000",
                 "WWWS_EDGE_REQUESTS_BURST": "100000",
                 "WWWS_EDGE_OPEN_REQUESTS": "100000",
+                # the heartbeat reaches its ceiling at 2,000 connections per replica (20,000
+                # by default), so that the e2e test sees it move with a few thousand
+                "WWWS_HEARTBEAT_CONNECTIONS_AT_CEILING": "2000",
             }
         )
         values.update(self.extra)

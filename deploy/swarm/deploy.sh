@@ -58,6 +58,7 @@ redis_password=$(env_value WWWS_REDIS_PASSWORD)
 write_secret token_secret "$(env_value WWWS_TOKEN_SECRET)"
 write_secret redis_password "$redis_password"
 write_secret ticker_api_key "$(env_value WWWS_TICKER_API_KEY)"
+write_secret admin_api_key "$(env_value WWWS_ADMIN_API_KEY)"
 # the services reach Redis through the Sentinels; an ack waits for one replica (docs/deployment.md)
 write_secret backplane_url "redis+sentinel://wwws:$redis_password@sentinel:26379/wwws/0?ack_replicas=${WWWS_ACK_REPLICAS:-1}&ack_timeout_ms=${WWWS_ACK_TIMEOUT_MS:-1000}"
 [ -f deploy/certs/server.crt ] && [ -f deploy/certs/server.key ] || die "no deploy/certs/server.{crt,key}: make certs"
@@ -68,7 +69,8 @@ hash_of() { cat "$@" | sha256sum | cut -c1-12; }
 export WWWS_SWARM_BUILD=$ROOT/$secret_dir
 export WWWS_SECRETS_VERSION
 WWWS_SECRETS_VERSION=$(hash_of "$secret_dir"/token_secret "$secret_dir"/backplane_url \
-    "$secret_dir"/redis_password "$secret_dir"/ticker_api_key "$secret_dir"/server.key)
+    "$secret_dir"/redis_password "$secret_dir"/ticker_api_key "$secret_dir"/admin_api_key \
+    "$secret_dir"/server.key)
 export WWWS_CONFIGS_VERSION
 WWWS_CONFIGS_VERSION=$(hash_of traefik/dynamic/middlewares.yml deploy/swarm/tls.yml \
     "$secret_dir"/server.crt deploy/swarm/prometheus.yml deploy/prometheus/rules.yml \

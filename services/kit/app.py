@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from aiohttp import web
 from .auth import TokenVerifier
 from .backplane import Backplane, Publication, open_backplane
 from .connection import publication_age
+from .heartbeat import Heartbeat
 from .hub import ChannelHub
 from .jwks import KeySet
 from .logs import quiet_bad_http_requests
@@ -55,22 +57,24 @@ def build_app(
             metrics.publish_delivery_latency.observe(age)
 
     hub = ChannelHub(backplane, spec.name, settings.history_size, observe_fanout)
+    replica = ReplicaState(settings.node_id)
     ctx = ServiceContext(
         settings=settings,
         spec=spec,
         backplane=backplane,
         hub=hub,
         metrics=metrics,
-        replica=ReplicaState(settings.node_id),
+        replica=replica,
         verifier=_token_verifier(settings),
+        heartbeat=Heartbeat(settings.heartbeat_policy, replica, metrics, time.monotonic),
     )
-    metrics.heartbeat_interval.set(settings.heartbeat_seconds)
     metrics.outbound_peak.set_function(ctx.replica.peak_outbound_bytes)
     app[CONTEXT] = ctx
     app.router.add_get(f"/{spec.name}/ws", websocket_endpoint)
     add_page_routes(app, ctx)
     app.cleanup_ctx.append(_backplane_lifecycle)
     app.cleanup_ctx.append(_loop_lag_lifecycle)
+    app.cleanup_ctx.append(_heartbeat_lifecycle)
     app.cleanup_ctx.append(watch_backplane_lifecycle)
     app.cleanup_ctx.append(report_lifecycle)
     app.cleanup_ctx.append(revocation_lifecycle)
@@ -102,11 +106,17 @@ async def _backplane_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _loop_lag_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(watch_loop_lag(app[CONTEXT].metrics))
+    ctx = app[CONTEXT]
+    task = asyncio.create_task(watch_loop_lag(ctx.metrics, ctx.replica))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _heartbeat_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    async for state in app[CONTEXT].heartbeat.lifecycle():
+        yield state
 
 
 async def _going_away(app: web.Application) -> None:

@@ -54,6 +54,10 @@ class Connection:
         self.issued_at: float | None = None
         #: the next step of the token's life: the refresh notice, then the close at exp
         self.expiry_timer: asyncio.TimerHandle | None = None
+        #: a ping was sent and no frame came back since (heartbeat.py)
+        self.ping_outstanding = False
+        #: the heartbeat interval this client was last told (hello or `heartbeat`)
+        self.heartbeat_told = 0.0
 
     @property
     def outbound_peak_bytes(self) -> int:
@@ -69,6 +73,10 @@ class Connection:
     def send(self, frame: bytes, op: str) -> None:
         if self._outbound.put(frame):
             self._metrics.messages_sent.labels(self._metrics.service, op).inc()
+
+    def send_control(self, frame: bytes) -> None:
+        """A ping or pong frame (prebuilt, whole), written at once."""
+        self._outbound.write_control(frame)
 
     # -- hub.Subscriber -------------------------------------------------------------
     def deliver(self, channel: str, publication: Publication, frame: bytes) -> None:

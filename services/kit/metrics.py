@@ -58,6 +58,8 @@ class Metrics:
     event_loop_lag_distribution: Histogram
     backplane_errors: Counter
     heartbeat_interval: Gauge
+    heartbeat_pings: Counter
+    heartbeat_timeouts: Counter
     draining: Gauge
     outbound_peak: Gauge
     # by label: use .labels(...)
@@ -109,6 +111,10 @@ class Metrics:
             backplane_errors=counter("wwws_backplane_errors", "Failed backplane operations"),
             heartbeat_interval=gauge(
                 "wwws_heartbeat_interval_seconds", "Current server ping interval"
+            ),
+            heartbeat_pings=counter("wwws_heartbeat_pings", "Pings sent to clients"),
+            heartbeat_timeouts=counter(
+                "wwws_heartbeat_timeouts", "Clients closed with 4110 (a ping unanswered)"
             ),
             draining=gauge("wwws_draining", "1 while the replica drains before it exits"),
             outbound_peak=gauge(

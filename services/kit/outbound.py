@@ -28,7 +28,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-__all__ = ["Outbound", "close_frame", "text_frame"]
+__all__ = ["Outbound", "close_frame", "pong_frame", "text_frame"]
 
 # A control frame's payload is at most 125 bytes: the 2-byte code and the reason.
 MAX_CLOSE_REASON_BYTES = 123
@@ -49,6 +49,11 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
     """An unmasked close frame (RFC 6455 5.5.1); the reason is cut to fit a control frame."""
     payload = struct.pack("!H", code) + reason[:MAX_CLOSE_REASON_BYTES]
     return bytes((0x88, len(payload))) + payload
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """An unmasked pong echoing a ping's payload (at most 125 bytes, RFC 6455 5.5.3)."""
+    return bytes((0x8A, len(payload[:125]))) + payload[:125]
 
 
 class Outbound:
@@ -98,6 +103,16 @@ class Outbound:
         if self.closed or self._transport.is_closing():
             return
         self._transport.write(b"".join([text_frame(frame) for frame in frames]))
+
+    def write_control(self, frame: bytes) -> None:
+        """A ping or a pong, written at once, whole, after what is queued (so that a
+        `heartbeat` announcement reaches the client before the ping it announces). Never
+        after the close frame."""
+        if self.closed or self._transport.is_closing():
+            return
+        if self._frames and not self.held:
+            self.flush()
+        self._transport.write(frame)
 
     def release(self) -> None:
         """Start writing what was queued while held."""

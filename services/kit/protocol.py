@@ -72,6 +72,7 @@ class CloseCode(IntEnum):
     TOKEN_EXPIRED = 4010  # not refreshed in time: reconnect with a new token, resume
     REVOKED = 4011  # the user's tokens were revoked: do not reconnect with this token
     SLOW_CONSUMER = 4108  # 4100-4199: reconnect with backoff, resume with `since`
+    HEARTBEAT_TIMEOUT = 4110  # a ping went unanswered for a whole interval
     RATE_LIMITED = 4129
 
 

@@ -23,6 +23,8 @@ class ReplicaState:
     #: open connections per user (the per-user cap)
     per_user: collections.Counter[str] = field(default_factory=collections.Counter)
     outbound_peak: int = 0  # the largest of closed connections
+    #: the latest event-loop lag sample, seconds (loop_lag.py)
+    loop_lag: float = 0.0
 
     def peak_outbound_bytes(self) -> float:
         live = max((c.outbound_peak_bytes for c in self.connections), default=0)

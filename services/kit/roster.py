@@ -3,8 +3,19 @@
 A group is a chat room or, for telephony, everyone online. A user is present in a group
 while at least one of their connections is (several tabs or devices count once). Each
 replica re-asserts its own connections' entries every ``ttl / 4`` (creating them again if
-the store lost them, e.g. Redis lost its data); when a replica dies its entries expire, so
-its users leave within ``ttl`` plus one sweep (``ttl / 4``).
+the store lost them, e.g. Redis lost its data). The TTL follows the heartbeat: 2 ping
+intervals + 10 s (a client that stopped answering is closed, and leaves, within 2
+intervals anyway), so a loaded replica, which pings less often, also writes presence less
+often; ``WWWS_PRESENCE_TTL_SECONDS`` fixes it instead.
+
+A dead replica's users do not wait for the TTL: every replica marks itself alive in its
+service's registry every ``WWWS_REPLICA_LIVENESS_SECONDS / 3`` seconds (for
+``WWWS_REPLICA_LIVENESS_SECONDS``, 6), and each replica's mark also returns the replicas
+whose mark expired; the first to see one removes that replica's entries and announces the
+leaves. A dead replica's users are gone within 4/3 of the liveness (8 s) of its death,
+plus the events' delivery. A
+replica is registered under its node id and a per-process suffix, so a replica restarted
+under the same node id (Docker's restart keeps the hostname) cleans up its earlier life.
 
 Groups are namespaced per service in the presence store: a chat room named ``online`` is
 not telephony's ``online``.
@@ -20,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 
 import orjson
@@ -30,9 +42,12 @@ from .connection import Connection
 from .hub import ChannelHub, SubscribeResult
 from .service import ServiceContext
 
-__all__ = ["Notify", "Roster", "add_roster"]
+__all__ = ["LIVENESS_INTERVAL", "LIVENESS_TTL", "Notify", "Roster", "add_roster"]
 
 log = logging.getLogger(__name__)
+
+LIVENESS_INTERVAL = 2.0
+LIVENESS_TTL = 6.0
 
 # (listener, group, user, present): turn a change into the service's frame
 Notify = Callable[[Connection, str, str, bool], None]
@@ -44,18 +59,23 @@ class Roster:
         presence: Presence,
         hub: ChannelHub,
         node: str,
-        ttl: float,
+        ttl: float | Callable[[], float],
         *,
         namespace: str,
         events_channel: Callable[[str], str],
         notify: Notify,
+        liveness_interval: float = LIVENESS_INTERVAL,
+        liveness_ttl: float = LIVENESS_TTL,
     ) -> None:
         self._presence = presence
+        self._scope = namespace
         self._namespace = f"{namespace}:"
         self._hub = hub
-        self._node = node
-        self.ttl = ttl
-        self.sweep_interval = max(0.2, ttl / 4)
+        # this process's life: a restart under the same node id is another owner
+        self._node = f"{node}.{secrets.token_hex(3)}"
+        self._ttl = ttl
+        self._liveness = (liveness_interval, liveness_ttl)
+        self._abandoned = False
         self._events_channel = events_channel
         self._notify = notify
         self._local: dict[tuple[str, Connection], str] = {}  # (group, conn) -> entry id
@@ -65,6 +85,15 @@ class Roster:
         self._pending: dict[Connection, dict[tuple[str, str], bool]] = {}
         self._channels: dict[str, _EventsSubscriber] = {}  # events channel -> subscriber
         self._channel_users: dict[str, int] = {}  # events channel -> groups listening
+
+    @property
+    def ttl(self) -> float:
+        """The entries' TTL: fixed, or following the heartbeat interval."""
+        return self._ttl if isinstance(self._ttl, float | int) else self._ttl()
+
+    @property
+    def sweep_interval(self) -> float:
+        return max(0.2, self.ttl / 4)
 
     def _key(self, group: str) -> str:
         """The group's name in the presence store, which every service shares."""
@@ -83,9 +112,11 @@ class Roster:
             await self._announce(group, conn.user, False)
 
     def abandon_entries(self) -> None:
-        """Fault injection (tests): stop refreshing this replica's own entries without
-        leaving, as a replica that died would; the store expires them after the TTL."""
+        """Fault injection (tests): stop refreshing this replica's own entries and marking
+        it alive, without leaving, as a replica that died would: the others remove its
+        entries once its mark expires (or the store expires them after the TTL)."""
         self._local.clear()
+        self._abandoned = True
 
     async def members(self, group: str) -> set[str]:
         return await self._presence.members(self._key(group))
@@ -263,12 +294,40 @@ class Roster:
             for user, present in state.items():
                 self._changed(group, user, present)
 
+    # -- dead replicas ----------------------------------------------------------------
+    async def _keep_alive(self) -> None:
+        interval, ttl = self._liveness
+        while not self._abandoned:
+            try:
+                await self.check_replicas(ttl)
+            except BackplaneUnavailable as error:
+                log.warning("replica liveness failed", extra={"error": str(error)})
+            await asyncio.sleep(interval)
+
+    async def check_replicas(self, ttl: float) -> None:
+        """Mark this replica alive; remove the entries of those whose mark expired and
+        announce their users' leaves."""
+        for dead in await self._presence.alive(self._scope, self._node, ttl):
+            gone = await self._presence.clear_node(self._scope, dead)
+            log.info(
+                "removed a dead replica's presence",
+                extra={"event": "dead_replica", "node": dead, "users_gone": len(gone)},
+            )
+            for key, user in gone:
+                if key.startswith(self._namespace):
+                    await self._announce(key.removeprefix(self._namespace), user, False)
+
     async def lifecycle(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._refresh_and_sweep(), name="roster")
+        tasks = [
+            asyncio.create_task(self._refresh_and_sweep(), name="roster"),
+            asyncio.create_task(self._keep_alive(), name="roster-liveness"),
+        ]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class _EventsSubscriber:
@@ -292,14 +351,22 @@ def add_roster(
     notify: Notify,
 ) -> Roster:
     """A roster for this replica, refreshed and swept while the app runs."""
+    fixed_ttl = ctx.settings.presence_ttl_seconds
+    heartbeat = ctx.heartbeat
+
+    def ttl_from_heartbeat() -> float:
+        return 2 * heartbeat.interval + 10.0
+
     roster = Roster(
         ctx.backplane.presence,
         ctx.hub,
         ctx.settings.node_id,
-        ctx.settings.presence_ttl_seconds,
+        fixed_ttl if fixed_ttl > 0 else ttl_from_heartbeat,
         namespace=ctx.spec.name,
         events_channel=events_channel,
         notify=notify,
+        liveness_interval=ctx.settings.replica_liveness_seconds / 3,
+        liveness_ttl=ctx.settings.replica_liveness_seconds,
     )
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:

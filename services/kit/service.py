@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .auth import TokenVerifier
     from .backplane import Backplane
     from .connection import Connection
+    from .heartbeat import Heartbeat
     from .hub import ChannelHub
     from .metrics import Metrics
     from .replica import ReplicaState
@@ -111,6 +112,7 @@ class ServiceContext(Generic[StateT]):
     metrics: Metrics
     replica: ReplicaState
     verifier: TokenVerifier
+    heartbeat: Heartbeat
     _state: Any = field(default=_NO_STATE, repr=False)
 
     @property

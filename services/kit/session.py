@@ -26,6 +26,7 @@ from .backplane import BackplaneUnavailable
 from .channel_ops import CHANNEL_OPS, unsubscribe
 from .connection import Connection
 from .metrics import close_code_label
+from .outbound import pong_frame
 from .protocol import (
     ClientFrame,
     CloseCode,
@@ -60,7 +61,9 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     identity = await _check_handshake(ctx, request)
     settings = ctx.settings
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_seconds,
+        # pings are the replica's heartbeat (heartbeat.py); the read loop answers the
+        # client's own pings and sees its pongs
+        autoping=False,
         max_msg_size=settings.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
         compress=False,  # encode-once fan-out needs uncompressed frames
         timeout=settings.close_timeout,
@@ -84,6 +87,7 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     _opened(ctx, conn)
     try:
         if await _start(ctx, conn):
+            ctx.heartbeat.add(conn)
             watch_expiry(ctx, conn)
             await _read_frames(ctx, conn, ws)
         await _finish_close(conn, ws)
@@ -131,7 +135,7 @@ async def _start(ctx: ServiceContext, conn: Connection) -> bool:
         "op": "hello",
         "node": ctx.settings.node_id,
         "user": conn.user,
-        "heartbeat": ctx.settings.heartbeat_seconds,
+        "heartbeat": ctx.heartbeat.interval,
         "service": ctx.spec.name,
         "protocol": 1,
         "exp": conn.expires_at,
@@ -170,6 +174,12 @@ async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketR
     max_frame_bytes = ctx.settings.max_frame_bytes
     while True:
         message = await ws.receive()
+        conn.ping_outstanding = False  # any frame from the client answers the ping
+        if message.type is WSMsgType.PONG:
+            continue
+        if message.type is WSMsgType.PING:
+            conn.send_control(pong_frame(message.data))
+            continue
         if conn.close_code is not None:
             if message.type in _ENDS:
                 return

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .heartbeat_policy import HeartbeatPolicy
+
 __all__ = ["EnvReader", "Settings", "SettingsError"]
 
 
@@ -32,13 +34,23 @@ class Settings:
     drain_seconds: float = 3.0
     shutdown_timeout: float = 10.0
     close_timeout: float = 2.0
-    heartbeat_seconds: float = 25.0
+    #: a fixed ping interval; 0 (the default): adaptive, between the floor and the ceiling
+    heartbeat_seconds: float = 0.0
+    heartbeat_floor_seconds: float = 10.0
+    heartbeat_ceiling_seconds: float = 120.0
+    #: connections held / event-loop lag at which the interval reaches the ceiling
+    heartbeat_connections_at_ceiling: int = 20_000
+    heartbeat_lag_at_ceiling: float = 0.5
     max_frame_bytes: int = 64 * 1024
     outbound_queue_bytes: int = 1024 * 1024
     history_size: int = 1000
     history_ttl_seconds: float = 86400.0
     history_max_age_seconds: float = 0.0
-    presence_ttl_seconds: float = 60.0
+    #: 0 (the default): 2 heartbeat intervals + 10 s (roster.py)
+    presence_ttl_seconds: float = 0.0
+    #: a replica's liveness mark lasts this long (renewed every third of it): a dead
+    #: replica's users leave within 4/3 of it (roster.py)
+    replica_liveness_seconds: float = 6.0
     ring_timeout_seconds: float = 30.0
     backplane_grace_seconds: float = 5.0
     dev_login: bool = False
@@ -59,6 +71,17 @@ class Settings:
     #: when set, tokens must carry this ``iss`` / ``aud``
     token_issuer: str | None = None
     token_audience: str | None = None
+
+    @property
+    def heartbeat_policy(self) -> HeartbeatPolicy:
+        if self.heartbeat_seconds > 0:
+            return HeartbeatPolicy(floor=self.heartbeat_seconds, ceiling=self.heartbeat_seconds)
+        return HeartbeatPolicy(
+            floor=self.heartbeat_floor_seconds,
+            ceiling=self.heartbeat_ceiling_seconds,
+            connections_at_ceiling=self.heartbeat_connections_at_ceiling,
+            lag_at_ceiling=self.heartbeat_lag_at_ceiling,
+        )
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +109,18 @@ class Settings:
             drain_seconds=reader.number("WWWS_DRAIN_SECONDS", cls.drain_seconds),
             shutdown_timeout=reader.number("WWWS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             heartbeat_seconds=reader.number("WWWS_HEARTBEAT_SECONDS", cls.heartbeat_seconds),
+            heartbeat_floor_seconds=reader.number(
+                "WWWS_HEARTBEAT_FLOOR_SECONDS", cls.heartbeat_floor_seconds
+            ),
+            heartbeat_ceiling_seconds=reader.number(
+                "WWWS_HEARTBEAT_CEILING_SECONDS", cls.heartbeat_ceiling_seconds
+            ),
+            heartbeat_connections_at_ceiling=reader.integer(
+                "WWWS_HEARTBEAT_CONNECTIONS_AT_CEILING", cls.heartbeat_connections_at_ceiling
+            ),
+            heartbeat_lag_at_ceiling=reader.number(
+                "WWWS_HEARTBEAT_LAG_AT_CEILING", cls.heartbeat_lag_at_ceiling
+            ),
             max_frame_bytes=reader.integer("WWWS_MAX_FRAME_BYTES", cls.max_frame_bytes),
             outbound_queue_bytes=reader.integer(
                 "WWWS_OUTBOUND_QUEUE_BYTES", cls.outbound_queue_bytes
@@ -97,6 +132,9 @@ class Settings:
             ),
             presence_ttl_seconds=reader.number(
                 "WWWS_PRESENCE_TTL_SECONDS", cls.presence_ttl_seconds
+            ),
+            replica_liveness_seconds=reader.number(
+                "WWWS_REPLICA_LIVENESS_SECONDS", cls.replica_liveness_seconds
             ),
             ring_timeout_seconds=reader.number(
                 "WWWS_RING_TIMEOUT_SECONDS", cls.ring_timeout_seconds
@@ -125,6 +163,14 @@ class Settings:
             token_issuer=reader.text("WWWS_TOKEN_ISSUER") or None,
             token_audience=reader.text("WWWS_TOKEN_AUDIENCE") or None,
         )
+        if settings.replica_liveness_seconds < 0.3:
+            reader.problems.append("WWWS_REPLICA_LIVENESS_SECONDS must be at least 0.3")
+        if settings.heartbeat_floor_seconds < 1:
+            reader.problems.append("WWWS_HEARTBEAT_FLOOR_SECONDS must be at least 1")
+        if settings.heartbeat_ceiling_seconds < settings.heartbeat_floor_seconds:
+            reader.problems.append(
+                "WWWS_HEARTBEAT_CEILING_SECONDS must not be below WWWS_HEARTBEAT_FLOOR_SECONDS"
+            )
         if settings.jwks_url and settings.jwks_file:
             reader.problems.append("set WWWS_JWKS_URL or WWWS_JWKS_FILE, not both")
         if settings.jwks_url and urlsplit(settings.jwks_url).scheme not in ("http", "https"):

@@ -63,6 +63,7 @@ class SwarmCluster:
     prometheus_port: int
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     redis_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     outer: Any = field(default_factory=docker.from_env)
     manager: Any = None
 
@@ -80,6 +81,7 @@ class SwarmCluster:
                 "WWWS_TOKEN_SECRET": self.secret,
                 "WWWS_REDIS_PASSWORD": self.redis_password,
                 "WWWS_TICKER_API_KEY": secrets.token_urlsafe(16),
+                "WWWS_ADMIN_API_KEY": self.admin_key,
                 "CHAT_REPLICAS": "3",
                 "TICKER_REPLICAS": "1",
                 "TELEPHONY_REPLICAS": "1",
@@ -129,6 +131,23 @@ class SwarmCluster:
         self.run("bash", "deploy/swarm/local-cluster.sh", "up", str(NODES))
         self.manager = docker.DockerClient(base_url=self.manager_url, timeout=30)
         self.run("bash", "deploy/swarm/deploy.sh", manager=True)
+        # Swarm says every task runs; Traefik routes to them once its provider polled
+        # (every 2 s) and the health checks passed: wait for that, as a user would
+        took = self.wait_for(self._edges_answer, "every Traefik routing to the services", 90)
+        print(f"every Traefik answers {took:.1f}s after the deploy converged")
+
+    def _edges_answer(self) -> bool:
+        for edge in self.edges():
+            context = edge.ssl_context()
+            for path in ("/", "/chat/", "/ticker/", "/telephony/", "/admin/"):
+                url = f"{edge.base}{path}"
+                try:
+                    with urllib.request.urlopen(url, timeout=3, context=context) as response:
+                        if response.status != 200:
+                            return False
+                except OSError:
+                    return False
+        return True
 
     def down(self) -> None:
         if self.manager is not None:

@@ -41,10 +41,13 @@ class BackplaneFactory:
             self.client().flushall()
 
     def stored(self) -> list[str]:
-        """What the store holds: Redis keys, or the memory state's streams and groups."""
+        """What the store holds for channels and groups: Redis keys, or the memory
+        state's streams and groups (not the replicas' liveness registry, which every
+        running replica keeps)."""
         if self.redis_url is None:
             return sorted([*self.state.streams, *self.state.presence])
-        return sorted(key.decode() for key in self.client().keys("*"))
+        keys = (key.decode() for key in self.client().keys("*"))
+        return sorted(key for key in keys if not key.startswith("wwws:replicas:"))
 
     def idempotency_key_count(self, channel: str) -> int:
         """How many idempotency keys the store keeps for ``channel``."""

@@ -204,3 +204,41 @@ async def test_client_keeps_every_notification_after_the_store_lost_its_data(rep
             got.append(await client.next_message(within=10))
         assert [data["n"] for _, _, data in got] == list(range(8))
         assert client.gaps == [("user:notified", 3, 0)]
+
+
+async def test_client_follows_the_servers_heartbeat_and_leaves_a_silent_server(
+    aiohttp_client,
+):
+    """The server pings every `interval` (hello); the client answers. A server that falls
+    silent (no frame, no ping) for 2 x interval + 5 s is taken for dead: reconnect."""
+    handshakes = 0
+    pongs = 0
+
+    async def server(request: web.Request) -> web.StreamResponse:
+        nonlocal handshakes, pongs
+        handshakes += 1
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.send_str(
+            encode({"op": "hello", "node": "n", "user": "u", "heartbeat": 0.5}).decode()
+        )
+        if handshakes == 1:
+            for _ in range(4):  # alive: pings, answered
+                await ws.ping(b"hb")
+                message = await ws.receive(timeout=2)
+                pongs += message.type is web.WSMsgType.PONG
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(30)  # then silent: no close frame, no ping
+        else:
+            async for _ in ws:
+                pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", server)
+    url = str((await aiohttp_client(app)).make_url("/ws")).replace("http://", "ws://")
+    async with Client(url, token("alice"), backoff_base=0.01) as client:
+        await eventually(lambda: handshakes == 2, timeout=12.0, what="a reconnect")
+        assert pongs == 4
+        assert client.silent_drops == 1
+        assert client.heartbeat_interval == 0.5

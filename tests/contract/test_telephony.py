@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 
 from helpers import receive_json, receive_op
 from replicas import connect
@@ -60,6 +61,30 @@ async def test_dead_replica_users_expire(replicas):
     two.app[CONTEXT].state.roster.abandon_entries()
     event = await asyncio.wait_for(receive_op(alice, "presence", timeout=5), 5)
     assert event["status"] == "offline"
+
+
+async def test_a_dead_replicas_users_go_offline_before_their_ttl(replicas):
+    """The presence TTL is long here (60 s): bob's replica stops marking itself alive
+    (as a dead one would) and the other replica removes its entries once the mark expires
+    (liveness 0.6 s), without waiting for the TTL."""
+    settings = {"presence_ttl_seconds": 60.0, "replica_liveness_seconds": 0.6}
+    one = await replicas.start(create_app, "telephony", node_id="one", **settings)
+    two = await replicas.start(create_app, "telephony", node_id="two", **settings)
+    alice = await connect(one, "telephony", "alice")
+    await alice.send_json({"op": "watch", "id": 1, "users": ["bob", "carol"]})
+    await receive_op(alice, "presence_state")
+    await connect(two, "telephony", "bob")
+    await connect(one, "telephony", "carol")
+    online = {(await receive_op(alice, "presence"))["user"] for _ in range(2)}
+    assert online == {"bob", "carol"}
+    started = time.monotonic()
+    two.app[CONTEXT].state.roster.abandon_entries()
+    event = await receive_op(alice, "presence", timeout=5)
+    assert event == {"op": "presence", "user": "bob", "status": "offline"}
+    assert time.monotonic() - started < 0.6 * 4 / 3 + 1.0  # not the 60 s TTL
+    # carol, on the live replica, is untouched
+    await alice.send_json({"op": "watch", "id": 2, "users": ["carol"]})
+    assert (await receive_op(alice, "presence_state"))["users"] == {"carol": "online"}
 
 
 async def test_bad_watch_frames(replicas):

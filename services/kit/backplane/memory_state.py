@@ -38,6 +38,8 @@ class MemoryState:
         self.listeners: dict[str, set[MemoryBroker]] = {}
         # group -> user -> connection -> expiry (clock seconds)
         self.presence: dict[str, dict[str, dict[str, float]]] = {}
+        # scope (a service) -> node -> liveness expiry (clock seconds)
+        self.replicas: dict[str, dict[str, float]] = {}
         # user -> (revoked at, forgotten at), both wall-clock seconds: tokens' iat is one
         self.revocations: dict[str, tuple[float, float]] = {}
         #: the next this many history reads fail (a Redis still loading after a restart)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .memory_state import MemoryState
-from .presence import Presence, PresenceEntry
+from .presence import Presence, PresenceEntry, node_of
 
 __all__ = ["MemoryPresence"]
 
@@ -53,3 +53,20 @@ class MemoryPresence(Presence):
 
     async def contains(self, group: str, users: Iterable[str]) -> dict[str, bool]:
         return {user: bool(self._conns(group, user)) for user in users}
+
+    async def alive(self, scope: str, node: str, ttl: float) -> list[str]:
+        registry = self._state.replicas.setdefault(scope, {})
+        now = self._state.clock()
+        registry[node] = now + ttl
+        return [name for name, expiry in registry.items() if expiry <= now]
+
+    async def clear_node(self, scope: str, node: str) -> list[tuple[str, str]]:
+        gone = []
+        for group, users in list(self._state.presence.items()):
+            for user, conns in list(users.items()):
+                owned = [conn for conn in conns if node_of(conn) == node]
+                for conn in owned:
+                    if await self.leave(group, user, conn):
+                        gone.append((group, user))
+        self._state.replicas.get(scope, {}).pop(node, None)
+        return gone

@@ -6,17 +6,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .presence import Presence, PresenceEntry
+from .presence import Presence, PresenceEntry, node_of
 from .redis_connection import RedisConnection
 
 __all__ = ["RedisPresence"]
 
 REFRESH_BATCH = 250  # entries per script call: keeps each call short
+CLEAR_BATCH = 500  # a dead replica's entries removed per script call
 
 
 def _keys(group: str, user: str) -> list[str]:
     base = f"wwws:presence:{{{group}}}"
     return [base, f"{base}:u:{user}"]
+
+
+def _node_index(node: str) -> str:
+    """The set of a replica's entries (``group \x1f user \x1f conn``)."""
+    return f"wwws:presence:node:{node}"
+
+
+def _registry(scope: str) -> str:
+    return f"wwws:replicas:{scope}"
 
 
 class RedisPresence(Presence):
@@ -28,13 +38,17 @@ class RedisPresence(Presence):
         self._refresh = script(__package__, "clock.lua", "presence_refresh.lua")
         self._members = script(__package__, "clock.lua", "presence_members.lua")
         self._contains = script(__package__, "clock.lua", "presence_contains.lua")
+        self._alive = script(__package__, "clock.lua", "replica_alive.lua")
+        self._clear = script(__package__, "clock.lua", "replica_clear.lua")
 
     async def join(self, group: str, user: str, conn: str, ttl: float) -> bool:
-        args = [user, conn, int(ttl * 1000)]
-        return bool(await self._redis.run(self._join, _keys(group, user), args))
+        keys = [*_keys(group, user), _node_index(node_of(conn))]
+        args = [user, conn, int(ttl * 1000), group]
+        return bool(await self._redis.run(self._join, keys, args))
 
     async def leave(self, group: str, user: str, conn: str) -> bool:
-        return bool(await self._redis.run(self._leave, _keys(group, user), [user, conn]))
+        keys = [*_keys(group, user), _node_index(node_of(conn))]
+        return bool(await self._redis.run(self._leave, keys, [user, conn, group]))
 
     async def refresh(self, entries: Iterable[PresenceEntry], ttl: float) -> list[PresenceEntry]:
         batch = list(entries)
@@ -44,8 +58,8 @@ class RedisPresence(Presence):
             keys: list[str] = []
             args: list[Any] = [int(ttl * 1000)]
             for group, user, conn in part:
-                keys.extend(_keys(group, user))
-                args.extend((user, conn))
+                keys.extend((*_keys(group, user), _node_index(node_of(conn))))
+                args.extend((user, conn, group))
             found = await self._redis.run(self._refresh, keys, args)
             absent.extend(part[int(number) - 1] for number in found)
         return absent
@@ -60,3 +74,18 @@ class RedisPresence(Presence):
             return {}
         found = await self._redis.run(self._contains, _keys(group, "")[:1], names)
         return {name: bool(flag) for name, flag in zip(names, found, strict=True)}
+
+    async def alive(self, scope: str, node: str, ttl: float) -> list[str]:
+        args = [node, int(ttl * 1000)]
+        expired = await self._redis.run(self._alive, [_registry(scope)], args)
+        return [name.decode() for name in expired]
+
+    async def clear_node(self, scope: str, node: str) -> list[tuple[str, str]]:
+        keys = [_node_index(node), _registry(scope)]
+        gone: list[tuple[str, str]] = []
+        while True:
+            left, *pairs = await self._redis.run(self._clear, keys, [node, CLEAR_BATCH])
+            names = [name.decode() for name in pairs]
+            gone.extend(zip(names[::2], names[1::2], strict=True))
+            if int(left) == 0:
+                return gone

@@ -1,4 +1,5 @@
--- KEYS as in presence_join.lua; ARGV: user, conn.
+-- KEYS as in presence_join.lua; ARGV: user, conn, group.
+redis.call('SREM', KEYS[3], ARGV[3] .. '\31' .. ARGV[1] .. '\31' .. ARGV[2])
 local removed = redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) == 0 then
