@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from .service import CONTEXT, ServiceContext
 
-__all__ = ["CleanupContext", "stoppable", "wait_or_stop"]
+__all__ = ["CleanupContext", "running", "stoppable", "wait_or_stop"]
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -35,16 +35,27 @@ def stoppable(
         if not enabled(ctx):
             yield
             return
-        stop = asyncio.Event()
-        task = asyncio.create_task(run(ctx, stop), name=name)
-        yield
-        stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), stop_timeout)
-        except TimeoutError:
-            task.cancel()
+        async with running({name: lambda stop: run(ctx, stop)}, stop_timeout):
+            yield
 
     return lifecycle
+
+
+@contextlib.asynccontextmanager
+async def running(
+    runs: Mapping[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]], stop_timeout: float
+) -> AsyncIterator[None]:
+    """Run each ``run(stop)`` as a task while the block runs; then set ``stop`` and wait
+    for them, cancelling those still running after ``stop_timeout``."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(run(stop), name=name) for name, run in runs.items()]
+    try:
+        yield
+    finally:
+        stop.set()
+        _, late = await asyncio.wait(tasks, timeout=stop_timeout)
+        for task in late:
+            task.cancel()
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:

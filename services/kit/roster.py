@@ -29,7 +29,6 @@ Listeners hear each change once, in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +36,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
+from .background import running, wait_or_stop
 from .backplane import BackplaneUnavailable, Presence, Publication
 from .connection import Connection
 from .hub import ChannelHub, SubscribeResult
@@ -256,9 +256,11 @@ class Roster:
         self._changed(group, user, bool(present))
 
     # -- background work ------------------------------------------------------------
-    async def _refresh_and_sweep(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
+    async def _refresh_and_sweep(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await wait_or_stop(stop, self.sweep_interval)
+            if stop.is_set():
+                return
             try:
                 await self.tick()
             except BackplaneUnavailable as error:
@@ -295,14 +297,14 @@ class Roster:
                 self._changed(group, user, present)
 
     # -- dead replicas ----------------------------------------------------------------
-    async def _keep_alive(self) -> None:
+    async def _keep_alive(self, stop: asyncio.Event) -> None:
         interval, ttl = self._liveness
-        while not self._abandoned:
+        while not self._abandoned and not stop.is_set():
             try:
                 await self.check_replicas(ttl)
             except BackplaneUnavailable as error:
                 log.warning("replica liveness failed", extra={"error": str(error)})
-            await asyncio.sleep(interval)
+            await wait_or_stop(stop, interval)
 
     async def check_replicas(self, ttl: float) -> None:
         """Mark this replica alive; remove the entries of those whose mark expired and
@@ -318,16 +320,11 @@ class Roster:
                     await self._announce(key.removeprefix(self._namespace), user, False)
 
     async def lifecycle(self) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(self._refresh_and_sweep(), name="roster"),
-            asyncio.create_task(self._keep_alive(), name="roster-liveness"),
-        ]
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # stopped by an event, not cancelled: a cancellation landing in a Redis call can be
+        # swallowed, and the app's cleanup would wait for the task forever (background.py)
+        runs = {"roster": self._refresh_and_sweep, "roster-liveness": self._keep_alive}
+        async with running(runs, stop_timeout=5.0):
+            yield
 
 
 class _EventsSubscriber:
