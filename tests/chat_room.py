@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import aiohttp
+from helpers import receive_op
 from stack import Stack
 
 from clients.wwws import Client, ClientError, NotAcknowledged
@@ -90,3 +92,39 @@ class ChatRoom:
     async def leave(self) -> None:
         for client in self.clients:
             await client.close()
+
+
+class Newcomers:
+    """New users arriving over and over while something happens to the stack: each one
+    a handshake, a `sub` to ``room`` and a close. Counts the attempts and the failures."""
+
+    def __init__(self, stack: Any, room: str, pause: float = 0.05) -> None:
+        self.stack = stack
+        self.room = room
+        self.pause = pause
+        self.attempts = 0
+        self.failures = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._arrive())
+
+    async def stop(self) -> None:
+        """Stop arriving (idempotent) and wait for the last one."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _arrive(self) -> None:
+        async with self.stack.session() as session:
+            while not self._stop.is_set():
+                self.attempts += 1
+                try:
+                    ws, _ = await self.stack.connect(session, "chat", "newcomer")
+                    await ws.send_json({"op": "sub", "id": 1, "ch": self.room})
+                    await receive_op(ws, "subscribed")
+                    await ws.close()
+                except (aiohttp.ClientError, AssertionError, TimeoutError):
+                    self.failures += 1
+                await asyncio.sleep(self.pause)

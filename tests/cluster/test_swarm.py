@@ -11,8 +11,7 @@ import asyncio
 import collections
 import time
 
-import aiohttp
-from chat_room import ChatRoom
+from chat_room import ChatRoom, Newcomers
 from helpers import receive_json, receive_op
 from swarm_cluster import PREFIX, SwarmCluster
 
@@ -81,25 +80,8 @@ async def test_rolling_update_of_chat_fails_no_handshake_and_closes_with_1001(
     before = set(swarm.task_nodes("chat"))
     room = spread_room(swarm, "cluster-rolling", "roll")
     await room.join()
-    edge = swarm.edges()[0]
-    stop = asyncio.Event()
-    handshakes = handshake_failures = 0
-
-    async def newcomers() -> None:
-        nonlocal handshakes, handshake_failures
-        async with edge.session() as session:
-            while not stop.is_set():
-                handshakes += 1
-                try:
-                    ws, _ = await edge.connect(session, "chat", "newcomer")
-                    await ws.send_json({"op": "sub", "id": 1, "ch": "cluster-rolling"})
-                    await receive_op(ws, "subscribed")
-                    await ws.close()
-                except (aiohttp.ClientError, AssertionError, TimeoutError):
-                    handshake_failures += 1
-                await asyncio.sleep(0.1)
-
-    prober = asyncio.create_task(newcomers())
+    newcomers = Newcomers(swarm.edges()[0], "cluster-rolling", pause=0.1)
+    newcomers.start()
     try:
         async with room.talking():
             await asyncio.sleep(1)
@@ -109,8 +91,8 @@ async def test_rolling_update_of_chat_fails_no_handshake_and_closes_with_1001(
             )
             print(f"rolling update of 3 chat replicas: {took:.0f}s")
             await asyncio.sleep(1)
-        stop.set()
-        await prober
+        await newcomers.stop()
+        handshakes, handshake_failures = newcomers.attempts, newcomers.failures
         after = set(swarm.task_nodes("chat"))
         assert len(after) == 3 and not after & before, f"old replicas remain: {before & after}"
         await room.check_every_acknowledged_message_once_in_order()
@@ -120,8 +102,7 @@ async def test_rolling_update_of_chat_fails_no_handshake_and_closes_with_1001(
         assert handshakes > 50
         assert handshake_failures == 0, f"{handshake_failures} of {handshakes} handshakes failed"
     finally:
-        stop.set()
-        await prober
+        await newcomers.stop()
         await room.leave()
 
 

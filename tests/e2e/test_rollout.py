@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-import aiohttp
-from chat_room import ChatRoom
-from helpers import receive_op
+from chat_room import ChatRoom, Newcomers
 from stack import ROOT, Stack
 from stack_fixtures import compose_up
 
@@ -42,31 +40,15 @@ async def test_rollout_replaces_every_replica_without_losing_anything(stack: Sta
     assert len(before) == stack.chat_replicas
     room = ChatRoom(stack, ROOM, [f"roll{i}" for i in range(CLIENTS)])
     await room.join()
-    stop = asyncio.Event()
-    handshakes = handshake_failures = 0
-
-    async def newcomers() -> None:
-        nonlocal handshakes, handshake_failures
-        async with stack.session() as session:
-            while not stop.is_set():
-                handshakes += 1
-                try:
-                    ws, _ = await stack.connect(session, "chat", "newcomer")
-                    await ws.send_json({"op": "sub", "id": 1, "ch": ROOM})
-                    await receive_op(ws, "subscribed")
-                    await ws.close()
-                except (aiohttp.ClientError, AssertionError, TimeoutError):
-                    handshake_failures += 1
-                await asyncio.sleep(0.05)
-
-    prober = asyncio.create_task(newcomers())
+    newcomers = Newcomers(stack, ROOM)
+    newcomers.start()
     try:
         async with room.talking():
             await asyncio.sleep(1)
             returncode, output = await run_rollout(stack, "chat")
             await asyncio.sleep(1)
-        stop.set()
-        await prober
+        await newcomers.stop()
+        handshakes, handshake_failures = newcomers.attempts, newcomers.failures
         assert returncode == 0, output
         assert output.count("draining") == stack.chat_replicas, output
         assert f"{stack.chat_replicas} replica(s) replaced" in output
@@ -79,7 +61,6 @@ async def test_rollout_replaces_every_replica_without_losing_anything(stack: Sta
         assert handshakes > 50
         assert handshake_failures == 0, f"{handshake_failures} of {handshakes} handshakes failed"
     finally:
-        stop.set()
-        await prober
+        await newcomers.stop()
         await room.leave()
         await compose_up(stack)

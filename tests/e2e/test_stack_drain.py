@@ -9,7 +9,8 @@ import asyncio
 import time
 
 import aiohttp
-from helpers import receive_close, receive_op
+from chat_room import Newcomers
+from helpers import receive_close
 from stack import Stack
 from stack_fixtures import compose_up
 
@@ -32,31 +33,16 @@ async def _drain_one_replica(stack: Stack) -> None:
         victim_node = max(clients, key=lambda node: len(clients[node]))
         victim = containers[victim_node]
 
-        attempts = failures = 0
-        stop = asyncio.Event()
-
-        async def keep_connecting() -> None:
-            nonlocal attempts, failures
-            while not stop.is_set():
-                attempts += 1
-                try:
-                    ws, _hello = await stack.connect(session, "chat", "newcomer")
-                    await ws.send_json({"op": "sub", "id": 1, "ch": "drain-room"})
-                    await receive_op(ws, "subscribed")
-                    await ws.close()
-                except (aiohttp.ClientError, AssertionError, TimeoutError):
-                    failures += 1
-                await asyncio.sleep(0.05)
-
-        prober = asyncio.create_task(keep_connecting())
+        newcomers = Newcomers(stack, "drain-room")
+        newcomers.start()
         await asyncio.sleep(1)
         signalled = time.monotonic()
         victim.kill(signal="SIGTERM")
         codes = await asyncio.gather(*(receive_close(ws, 30) for ws in clients[victim_node]))
         closed_after = time.monotonic() - signalled
         await asyncio.sleep(2)  # keep probing while the replica exits
-        stop.set()
-        await prober
+        await newcomers.stop()
+        attempts, failures = newcomers.attempts, newcomers.failures
 
         traefik = stack.containers("traefik")[0].logs(tail=40).decode(errors="replace")
         errors = [repr(ws.exception()) for ws in clients[victim_node]]
