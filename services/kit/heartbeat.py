@@ -10,8 +10,9 @@ connection, and closes without a close frame. Here one task walks a timing wheel
 - a new connection's first ping lands at a random point of the interval (a burst of
   connects does not become a burst of pings), then every ``interval`` after that, so each
   connection keeps its own phase and the pings of a replica are spread evenly;
-- a ping is a 2-byte frame written through the connection's outbound queue (one prebuilt
-  ``bytes``, no task, no timer);
+- a ping is one prebuilt 2-byte frame written on the connection's transport right after
+  what its outbound queue holds (no task, no timer), and the pings of a slot are counted
+  with one metric increment;
 - any frame from the client (a pong, or anything else) answers it; a connection whose
   previous ping is still unanswered when the next is due has missed it for a whole
   interval and is closed with **4110** (reconnect with backoff, resume): a client that
@@ -92,10 +93,13 @@ class Heartbeat:
             self._next_adjust = now + ADJUST_SECONDS
             self.adjust(len(self._replica.connections), self._replica.loop_lag)
         slot = int(now / SLOT_SECONDS)
+        pings = 0
         for passed in range(self._last_slot + 1, slot + 1):
             for conn in self._wheel.pop(passed, ()):
-                self._beat(conn, now)
+                pings += self._beat(conn, now)
         self._last_slot = max(self._last_slot, slot)
+        if pings:
+            self._metrics.heartbeat_pings.inc(pings)
 
     def adjust(self, connections: int, lag: float) -> None:
         before = self.interval
@@ -112,9 +116,10 @@ class Heartbeat:
                 extra={"event": "heartbeat_interval", "interval": self.interval},
             )
 
-    def _beat(self, conn: Connection, now: float) -> None:
+    def _beat(self, conn: Connection, now: float) -> bool:
+        """Ping ``conn`` (True), or close it when its last ping went unanswered."""
         if conn.close_code is not None or conn.ended.is_set():
-            return  # closed: it leaves the wheel
+            return False  # closed: it leaves the wheel
         if conn.ping_outstanding:
             self._metrics.heartbeat_timeouts.inc()
             log.info(
@@ -122,14 +127,14 @@ class Heartbeat:
                 extra={"event": "heartbeat_timeout", "conn": conn.id, "user": conn.user},
             )
             conn.close(CloseCode.HEARTBEAT_TIMEOUT, "no pong within the heartbeat interval")
-            return
+            return False
         if conn.heartbeat_told != self.interval:
             conn.send(self._announcement, "heartbeat")
             conn.heartbeat_told = self.interval
         conn.ping_outstanding = True
         conn.send_control(PING_FRAME)
-        self._metrics.heartbeat_pings.inc()
         self._schedule(conn, now + self.interval)
+        return True
 
     async def run(self) -> None:
         while True:
