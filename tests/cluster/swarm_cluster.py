@@ -78,6 +78,10 @@ class SwarmCluster:
                 "WWWS_CLUSTER_HTTPS_BASE": str(self.https_base),
                 "WWWS_CLUSTER_PROMETHEUS_PORT": str(self.prometheus_port),
                 "WWWS_STACK": STACK,
+                # pages and the admin socket check Origin: every node's Traefik is an origin
+                "WWWS_ALLOWED_ORIGINS": ",".join(
+                    f"https://localhost:{self.https_base + node}" for node in range(1, NODES + 1)
+                ),
                 "WWWS_TOKEN_SECRET": self.secret,
                 "WWWS_REDIS_PASSWORD": self.redis_password,
                 "WWWS_TICKER_API_KEY": secrets.token_urlsafe(16),
