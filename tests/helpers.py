@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-INTERLEAVED = {"msg", "join", "leave", "presence", "heartbeat"}
+INTERLEAVED = {"msg", "join", "leave", "members_diff", "presence", "heartbeat"}
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ async def receive_op(
     ws: aiohttp.ClientWebSocketResponse, op: str, timeout: float = 5.0
 ) -> dict[str, Any]:
     """The next frame with ``op``; fails on anything else in between except the frames
-    that may interleave with any reply: ``msg``, ``join`` and ``leave``."""
+    that may interleave with any reply: ``msg`` and membership or presence events."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

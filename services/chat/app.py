@@ -20,6 +20,7 @@ from services.kit import (
     require_channel,
 )
 from services.kit.backplane import MAX_OFFSET, Backplane
+from services.kit.protocol import optional_int
 from services.kit.roster import Roster
 
 from .channels import ChatRooms
@@ -34,14 +35,12 @@ async def op_history(ctx: ServiceContext, conn: Connection, frame: ClientFrame) 
     """Scrollback: a page of publications older than ``before`` (default: the newest)."""
     channel = require_channel(frame)
     before = frame.body.get("before")
-    limit = frame.body.get("limit", 50)
     if before is not None and (
         not isinstance(before, int) or isinstance(before, bool) or not 0 <= before <= MAX_OFFSET
     ):
         message = f"before must be an offset from 0 to {MAX_OFFSET}"
         raise ProtocolError(ErrorCode.BAD_REQUEST, message, frame.id)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_HISTORY_PAGE:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be 1-{MAX_HISTORY_PAGE}", frame.id)
+    limit = optional_int(frame, "limit", 50, 1, MAX_HISTORY_PAGE)
     page = await ctx.hub.history(channel, before, limit)
     head = {"op": "history", "id": frame.id, "ch": channel, "epoch": page.epoch, "top": page.top}
     items = b",".join(msg_frame(channel, p.offset, p.data) for p in page.publications)

@@ -185,6 +185,14 @@ def require_channel(frame: ClientFrame) -> str:
     return value
 
 
+def optional_int(frame: ClientFrame, field: str, default: int, low: int, high: int) -> int:
+    """An optional integer field in ``low..high`` (``bad_request`` otherwise)."""
+    value = frame.body.get(field, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{field} must be {low}-{high}", frame.id)
+    return value
+
+
 def require_object(frame: ClientFrame, field: str) -> dict[str, Any]:
     value = frame.body.get(field)
     if not isinstance(value, dict):

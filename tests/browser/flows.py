@@ -7,10 +7,19 @@ from playwright.sync_api import Locator, Page, expect
 
 
 def join_chat(
-    pages: Pages, stack: Stack, user: str, room: str, node: str = "chat-1", **options: object
+    pages: Pages,
+    stack: Stack,
+    user: str,
+    room: str,
+    node: str = "chat-1",
+    frames: list[str] | None = None,
+    **options: object,
 ) -> Page:
-    """Join ``room`` on the chat replica ``node`` (see Stack.add_replica)."""
+    """Join ``room`` on the chat replica ``node`` (see Stack.add_replica); ``frames``
+    collects every frame the page's sockets receive."""
     page = pages.open(stack.url("chat" if node == "chat-1" else node, "chat/"), **options)
+    if frames is not None:
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(str(f))))
     page.get_by_test_id("name").fill(user)
     page.get_by_test_id("room").fill(room)
     page.get_by_test_id("join").click()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from flows import join_chat as join
@@ -52,6 +54,45 @@ def test_two_people_talk_both_ways(pages: Pages, stack: Stack, screenshots: Path
     bob.screenshot(path=screenshots / "chat-bob-phone.png")
     bob.close()  # bob's tab goes away: he leaves the room
     expect(alice.get_by_test_id("members").locator("li")).to_have_text(["alice"])
+
+
+def test_the_member_list_follows_a_burst_of_joins_and_leaves(pages: Pages, stack: Stack) -> None:
+    """40 people join in one burst and leave in another: the page hears coalesced
+    `members_diff` frames, not 80 events, and its list ends right."""
+    room = f"burst-{secrets.token_hex(3)}"
+    frames: list[str] = []
+    alice = join(pages, stack, "alice", room, frames=frames)
+    expect(alice.get_by_test_id("members").locator("li")).to_have_text(["alice"])
+    url = stack.url("chat", "chat/ws").replace("http", "ws", 1)
+    origin = stack.url("chat").rstrip("/")
+    names = [f"guest{n:02}" for n in range(40)]
+
+    async def crowd(leave: asyncio.Event, joined: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as session:
+            sockets = [
+                await session.ws_connect(
+                    url, params={"token": mint_token(name, SECRET)}, origin=origin
+                )
+                for name in names
+            ]
+            for ws in sockets:
+                await ws.send_json({"op": "sub", "id": 1, "ch": room})
+            joined.set()
+            await leave.wait()
+            await asyncio.gather(*(ws.close() for ws in sockets))
+
+    leave, joined = asyncio.Event(), asyncio.Event()
+    done = asyncio.run_coroutine_threadsafe(crowd(leave, joined), stack.loop)
+    members = alice.get_by_test_id("members").locator("li")
+    expect(members).to_have_count(41)
+    expect(members.first).to_have_text("alice")
+    stack.loop.call_soon_threadsafe(leave.set)
+    done.result(10)
+    expect(members).to_have_text(["alice"])
+    events = [f for f in frames if '"op":"members_diff"' in f or '"op":"join"' in f]
+    events += [f for f in frames if '"op":"leave"' in f]
+    assert any('"op":"members_diff"' in f for f in frames), frames
+    assert len(events) < 40, f"{len(events)} membership frames for 80 changes"
 
 
 def test_messages_fan_out_across_replicas(pages: Pages, stack: Stack) -> None:

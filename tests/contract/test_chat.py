@@ -168,6 +168,49 @@ async def test_membership_join_leave_and_members_across_replicas(replicas):
     assert (await receive_op(alice, "members"))["users"] == ["alice"]
 
 
+async def test_a_burst_of_joins_reaches_a_member_as_a_few_diffs_and_members_pages(replicas):
+    one = await replicas.start(create_app, "chat", node_id="one")
+    two = await replicas.start(create_app, "chat", node_id="two")
+    watcher = await connect(one, "chat", "watcher")
+    await join(watcher, "lobby")
+    await receive_op(watcher, "join")
+    sockets = [await connect((one, two)[n % 2], "chat", f"user{n:02}") for n in range(60)]
+    await asyncio.gather(*(join(ws, "lobby", id_=n) for n, ws in enumerate(sockets)))
+    joined: set[str] = set()
+    frames = 0
+    while len(joined) < 60:
+        frame = (await watcher.receive(timeout=5)).json()
+        if frame["op"] == "join":
+            joined.add(frame["user"])
+        elif frame["op"] == "members_diff":
+            assert frame["ch"] == "lobby" and frame["leaves"] == []
+            assert frame["joins"] == sorted(frame["joins"])
+            joined.update(frame["joins"])
+        else:
+            continue
+        frames += 1
+    assert joined == {f"user{n:02}" for n in range(60)}
+    assert frames < 30, f"{frames} membership frames for 60 joins: not coalesced"
+    # members in pages: `next` is the `after` of the following page
+    pages: list[list[str]] = []
+    after = None
+    while True:
+        request: dict[str, Any] = {"op": "members", "id": "p", "ch": "lobby", "limit": 25}
+        if after is not None:
+            request["after"] = after
+        await watcher.send_json(request)
+        reply = await receive_op(watcher, "members")
+        pages.append(reply["users"])
+        after = reply.get("next")
+        if after is None:
+            break
+    assert [len(page) for page in pages] == [25, 25, 11]
+    assert [user for page in pages for user in page] == sorted({"watcher"} | joined)
+    for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "9"}, {"after": 3}):
+        await watcher.send_json({"op": "members", "id": "b", "ch": "lobby", **bad})
+        assert (await receive_op(watcher, "error"))["code"] == "bad_request", bad
+
+
 async def test_members_of_a_dead_replica_leave_after_the_ttl(replicas):
     one = await replicas.start(create_app, "chat", node_id="one", presence_ttl_seconds=0.6)
     two = await replicas.start(create_app, "chat", node_id="two", presence_ttl_seconds=0.6)

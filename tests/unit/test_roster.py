@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from fakes import FakeClock, FakeConnection
 
 from services.kit.backplane import MemoryBackplane, MemoryState
@@ -85,3 +88,68 @@ async def test_services_do_not_share_groups():
     assert await chat.roster.members("online") == set()
     assert await telephony.roster.members("online") == {"tom"}
     assert await chat.roster.contains("online", ["tom"]) == {"tom": False}
+
+
+class CoalescingReplica:
+    """A replica whose room listeners hear batches, as chat's members do."""
+
+    def __init__(self, state: MemoryState, node: str, window: float) -> None:
+        backplane = MemoryBackplane(state)
+        self.batches: list[tuple[str, str, dict[str, bool]]] = []  # (listener, group, changes)
+        self.roster = Roster(
+            backplane.presence,
+            ChannelHub(backplane, "chat"),
+            node,
+            TTL,
+            namespace="chat",
+            events_channel=lambda group: f"#members:{group}",
+            notify=lambda *_: pytest.fail("a room listener got a single change"),
+            notify_batch=lambda conn, group, changes: self.batches.append(
+                (conn.id, group, dict(changes))
+            ),
+            coalesce_window=window,
+        )
+
+
+async def test_a_burst_of_joins_reaches_each_room_listener_as_a_bounded_number_of_batches():
+    state = MemoryState(FakeClock())
+    a, b = CoalescingReplica(state, "a", 0.05), CoalescingReplica(state, "b", 0.05)
+    listeners = [FakeConnection(f"w{i}", f"user{i}") for i in range(50)]
+    for conn in listeners:
+        await b.roster.listen_group("lobby", conn)
+    await asyncio.sleep(0.1)
+    # the first change after a quiet spell goes out at once, not a window later
+    await a.roster.join("lobby", FakeConnection("c0", "alice"))
+    await asyncio.sleep(0.01)
+    assert sorted(b.batches) == sorted((f"w{i}", "lobby", {"alice": True}) for i in range(50))
+    b.batches.clear()
+    # 200 joins over ~0.2 s (4 windows): each listener hears a handful of batches, not 200
+    for n in range(200):
+        await a.roster.join("lobby", FakeConnection(f"j{n}", f"joiner{n}"))
+        if n % 20 == 19:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    per_listener = [batch for batch in b.batches if batch[0] == "w0"]
+    assert 1 <= len(per_listener) <= 8, len(per_listener)
+    told: dict[str, bool] = {}
+    for _, _, changes in per_listener:
+        told.update(changes)
+    assert told == {f"joiner{n}": True for n in range(200)}
+    assert len(b.batches) == 50 * len(per_listener)
+
+
+async def test_a_user_who_joins_and_leaves_inside_one_window_is_not_told():
+    state = MemoryState(FakeClock())
+    a, b = CoalescingReplica(state, "a", 0.05), CoalescingReplica(state, "b", 0.05)
+    await b.roster.listen_group("lobby", FakeConnection("w", "wendy"))
+    await a.roster.join("lobby", FakeConnection("c0", "alice"))
+    await asyncio.sleep(0.01)  # alice's join goes out at once; the window starts
+    flicker = FakeConnection("c1", "bob")
+    await a.roster.join("lobby", flicker)
+    await a.roster.leave("lobby", flicker)
+    await a.roster.leave("lobby", FakeConnection("c2", "carol"))  # never joined: no change
+    await asyncio.sleep(0.1)
+    assert b.batches == [("w", "lobby", {"alice": True})]
+    await a.roster.join("lobby", FakeConnection("c3", "dave"))
+    await asyncio.sleep(0.1)
+    assert b.batches[-1] == ("w", "lobby", {"dave": True})
