@@ -12,7 +12,8 @@
 // - reconnects by the close code, the way the server asks (see `reconnectPolicy`);
 // - resumes channels: it remembers the last `epoch` + `offset` per channel, re-subscribes
 //   with `since` after a reconnect, and drops any publication it has already seen, so a
-//   page gets every message once, in order, or is told plainly that a gap happened.
+//   page gets every message once, in order, or is told plainly that a gap happened;
+// - notices a server that went silent (see `watchSilence`) and reconnects.
 
 /** A random key for `pub`'s `idem` (1-64 characters). */
 export function newIdempotencyKey() {
@@ -117,6 +118,9 @@ const RESUBSCRIBE_RETRY_MS = 1000;
 // (Resetting on `hello` alone would let a server that accepts and then fails at once
 // keep the client in a tight loop of short delays.)
 const STABLE_MS = 5000;
+// The protocol's rule: no frame from the server for 2 heartbeat intervals + 5 s is a dead
+// connection (docs/protocol.md, Heartbeat).
+const SILENCE_SLACK_MS = 5000;
 
 /**
  * One logical connection to a service, across reconnects. Events (CustomEvent, data in
@@ -155,6 +159,10 @@ export class WwwsClient extends EventTarget {
     this.retryTimer = null;
     this.stopped = false;
     this.refreshing = false; // a token refresh is under way
+    this.heartbeat = null; // the server's ping interval, s (hello, then `heartbeat` frames)
+    this.lastHeard = 0; // when the current connection last sent a frame (Date.now())
+    this.silenceTimer = null;
+    this.asking = false; // a `ping` is in flight
     // Back on the network (a phone leaving a tunnel): no point sitting out the backoff.
     window.addEventListener("online", () => {
       if (this.state === "waiting") {
@@ -212,6 +220,7 @@ export class WwwsClient extends EventTarget {
     if (ws !== this.ws) return;
     this.ws = null;
     this.hello = null;
+    clearTimeout(this.silenceTimer);
     if (this.openedAt !== null && Date.now() - this.openedAt >= STABLE_MS) this.attempt = 0;
     this.openedAt = null;
     for (const [, request] of this.pending) {
@@ -288,9 +297,13 @@ export class WwwsClient extends EventTarget {
     } catch {
       return; // the server only sends JSON; ignore rather than crash the page
     }
+    this.lastHeard = Date.now();
     switch (frame.op) {
       case "hello":
         this.welcome(frame);
+        break;
+      case "heartbeat":
+        this.heartbeat = frame.interval;
         break;
       case "msg":
         this.publication(frame);
@@ -312,6 +325,40 @@ export class WwwsClient extends EventTarget {
       if (frame.op === "error") request.reject(new WwwsError(frame.code, frame.message));
       else request.resolve(frame);
     }
+  }
+
+  /**
+   * A browser answers the server's WebSocket pings by itself and never shows them to the
+   * page, so a server that vanished without a close (its machine lost power, a NAT
+   * forgot the flow) looks just like a quiet one. After a quiet heartbeat interval the
+   * client asks `ping` (the server answers `pong`); with no frame at all for 2 intervals
+   * + 5 s it gives the connection up as dead, as the protocol says, and reconnects (the
+   * "close" event has code 1006). The server still sets the pace: its interval.
+   */
+  watchSilence(ws) {
+    clearTimeout(this.silenceTimer);
+    if (ws !== this.ws || !this.hello || !(this.heartbeat > 0)) return;
+    const interval = this.heartbeat * 1000;
+    const limit = 2 * interval + SILENCE_SLACK_MS;
+    const quiet = Date.now() - this.lastHeard;
+    if (quiet >= limit) {
+      ws.onmessage = ws.onclose = null; // whatever it says late is not this connection's
+      try {
+        ws.close(4000, "the server went silent");
+      } catch {
+        // closing a socket that is already closing: nothing to do
+      }
+      this.closed(ws, 1006, "no frame from the server for 2 heartbeat intervals + 5 s");
+      return;
+    }
+    if (quiet >= interval && !this.asking) {
+      this.asking = true;
+      this.request({ op: "ping" }, limit)
+        .catch(() => null) // silence is judged by the clock above, not by this reply
+        .finally(() => (this.asking = false));
+    }
+    const next = quiet >= interval ? limit - quiet : interval - quiet;
+    this.silenceTimer = setTimeout(() => this.watchSilence(ws), Math.max(100, next));
   }
 
   /**
@@ -339,6 +386,8 @@ export class WwwsClient extends EventTarget {
     this.connects += 1;
     this.openedAt = Date.now();
     this.hello = frame;
+    this.heartbeat = frame.heartbeat;
+    this.watchSilence(this.ws);
     this.setState("open");
     this.emit("hello", { ...frame, resumed });
     for (const [channel, state] of this.channels) {

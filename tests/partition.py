@@ -1,5 +1,6 @@
 """A TCP forwarder on 127.0.0.1 in front of a real server, that can cut every connection
-and refuse new ones: a network partition between a replica and its Redis, in-process."""
+and refuse new ones (a network partition between a replica and its Redis, in-process), or
+freeze them: nothing passes either way, not even a close, as when a machine vanishes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class Partition:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.cut_off = False
+        self.frozen = False
 
     async def __aenter__(self) -> Partition:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -28,10 +30,13 @@ class Partition:
         await self._server.wait_closed()
 
     @property
-    def url(self) -> str:
+    def port(self) -> int:
         assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}{self._path}"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}{self._path}"
 
     def cut(self) -> None:
         """Drop every open connection; new ones are closed as soon as they arrive."""
@@ -42,6 +47,14 @@ class Partition:
 
     def heal(self) -> None:
         self.cut_off = False
+
+    def freeze(self) -> None:
+        """Forward nothing from now on, and hold every connection open: the peers see
+        silence, never a close or a reset."""
+        self.frozen = True
+
+    def thaw(self) -> None:
+        self.frozen = False
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut_off:
@@ -58,7 +71,10 @@ class Partition:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+                if not self.frozen:
+                    writer.write(data)
+                    await writer.drain()
+        if self.frozen:
+            return  # a vanished machine sends no FIN: cut() ends it at the test's end
         writer.transport.abort()
         self._writers.discard(writer)

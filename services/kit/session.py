@@ -167,9 +167,23 @@ async def _start(ctx: ServiceContext, conn: Connection) -> bool:
     return True
 
 
+async def op_ping(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> None:
+    """``{"op":"ping","id":N}``: a client that cannot see WebSocket pings (a browser) asks
+    whether the server is still there after a quiet heartbeat interval."""
+    reply: dict[str, Any] = {"op": "pong"}
+    if frame.id is not None:
+        reply["id"] = frame.id
+    conn.send(encode(reply), "pong")
+
+
 async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketResponse) -> None:
     """Dispatch the client's frames until either side closes."""
-    ops: dict[str, OpHandler[Any]] = {**CHANNEL_OPS, "refresh": op_refresh, **ctx.spec.ops}
+    ops: dict[str, OpHandler[Any]] = {
+        **CHANNEL_OPS,
+        "refresh": op_refresh,
+        "ping": op_ping,
+        **ctx.spec.ops,
+    }
     guard = FloodGuard(FRAME_RATE, FRAME_BURST)
     max_frame_bytes = ctx.settings.max_frame_bytes
     while True:

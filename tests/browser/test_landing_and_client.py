@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import jwt
 import pytest
 from harness import Pages, Stack
 from helpers import SECRET
+from partition import Partition
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -93,6 +95,66 @@ def test_wwws_js_refreshes_its_token_over_the_socket(pages: Pages, stack: Stack)
     assert renewed["refreshed"] >= 2 and renewed["state"] == "open", renewed
     fixed = page.evaluate(TOKEN_LIFE, False)
     assert fixed["codes"] == [4010] and fixed["state"] == "closed", fixed
+
+
+SILENCE = """async () => {
+  const { devLogin, WwwsClient } = await import("./wwws.js");
+  const seen = { closes: [], hellos: 0, heartbeat: null };
+  const client = new WwwsClient({ service: "chat", token: () => devLogin("quiet") });
+  const next = (type) => new Promise((resolve) =>
+    client.addEventListener(type, (event) => resolve(event.detail), { once: true }));
+  client.addEventListener("hello", (event) => {
+    seen.hellos++;
+    seen.heartbeat = event.detail.heartbeat;
+  });
+  client.addEventListener("close", (event) => seen.closes.push(event.detail.code));
+  const hello = next("hello");
+  client.connect();
+  await hello;
+  // quiet but alive: nothing to say for 4 intervals + 5 s, yet no reconnect (it asks `ping`)
+  await new Promise((resolve) => setTimeout(resolve, 9000));
+  seen.quietCloses = seen.closes.length;
+  const closed = next("close");
+  const frozenAt = Date.now();
+  await window.freeze();
+  await closed;
+  seen.silentFor = (Date.now() - frozenAt) / 1000;
+  const again = next("hello");
+  await window.thaw();
+  await again;
+  seen.state = client.state;
+  client.close();
+  return seen;
+}"""
+
+
+def test_wwws_js_reconnects_when_the_server_goes_silent(pages: Pages, stack: Stack) -> None:
+    """A browser never sees the server's pings: wwws.js asks `ping` after a quiet interval
+    and gives up a connection after 2 intervals + 5 s with no frame at all. A forwarder
+    that freezes (forwards nothing, closes nothing) stands for a server that vanished."""
+    with socket.socket() as probe:  # a free port for the replica, known before it starts
+        probe.bind(("127.0.0.1", 0))
+        replica_port = probe.getsockname()[1]
+    forwarder = Partition(f"http://127.0.0.1:{replica_port}")
+    stack.run(forwarder.__aenter__())
+    try:
+        origin = f"http://127.0.0.1:{forwarder.port}"
+        stack.add_replica(
+            "chat", "chat-quiet", replica_port, heartbeat_seconds=1.0, allowed_origins=(origin,)
+        )
+        page = pages.open(f"{origin}/chat/")
+        page.expose_function("freeze", forwarder.freeze)
+        page.expose_function("thaw", forwarder.thaw)
+        seen = page.evaluate(SILENCE)
+    finally:
+        stack.run(forwarder.__aexit__(None, None, None))
+        stack.remove_replica("chat-quiet")
+    assert seen["heartbeat"] == 1.0 and seen["quietCloses"] == 0, seen
+    assert seen["closes"][0] == 1006, seen
+    # 7 s (2 intervals + 5 s) after the last frame heard, which came up to an interval
+    # before the freeze: the close comes well before a TCP timeout would end it
+    assert 5.5 <= seen["silentFor"] <= 12, seen
+    assert seen["hellos"] == 2 and seen["state"] == "open", seen
 
 
 @pytest.mark.parametrize("service", ["chat", "ticker", "telephony", "admin"])
