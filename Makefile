@@ -154,5 +154,5 @@ bench: provision-bench certs ## measure wwws vs the naive floor and its peers in
 bench-redis: ## how long Redis takes to come back after a restart, compose.yaml's persistence vs plain AOF (about 1 min)
 	@$(WITH_IMAGES) uv run --extra ops python -m bench.redis_recovery $(ARGS)
 
-bench-smoke: ## the bench harness at tiny scale (about a minute): a check, not a measurement
+bench-smoke: ## the bench harness at tiny scale (about two minutes): a check, not a measurement
 	@uv run --quiet --group bench --extra ops pytest -p no:cacheprovider tests/bench $(PYTEST_ARGS)

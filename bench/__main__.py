@@ -50,6 +50,7 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 DEFAULT_TARGETS = (
     "wwws-direct",
+    "wwws-fixed25",
     "wwws-traefik",
     "wwws-nginx",
     "naive-direct",
@@ -64,8 +65,12 @@ SCENARIO_TIMEOUT = {
     "idle": 150.0,
     "ticker": 120.0,
     "churn": 60.0,
+    "presence": 420.0,
 }
 
+
+# Scenarios that measure what only wwws does, on the replica itself.
+WWWS_DIRECT_ONLY = {"presence"}
 
 # Measurements taken while other processes used more than this many CPUs are repeated,
 # at most NOISY_RETRIES times per run and only in its first RETRY_WITHIN_SECONDS.
@@ -263,6 +268,12 @@ class Harness:
         results: dict[str, Any] = {target.name: {} for target in self.targets}
         for scenario in self.scenarios:
             for target in self.targets:
+                if target.only and scenario not in target.only:
+                    continue
+                if scenario in WWWS_DIRECT_ONLY and (
+                    not target.server_kind.startswith("wwws") or target.proxied
+                ):
+                    continue  # the heartbeat and membership are wwws's own
                 results[target.name][scenario] = await self.measure(target, scenario)
         return results
 

@@ -58,6 +58,8 @@ class Stats:
     latencies: array = field(default_factory=lambda: array("d"))  # seconds
     closes: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    #: when set, every unmarked wwws frame is counted here by its op (b"join", ...)
+    ops: Counter[bytes] | None = None
 
     def start_recording(self) -> None:
         self.latencies = array("d")
@@ -157,6 +159,9 @@ class Client(WSListener):  # type: ignore[misc]
             if data == b"2":  # Engine.IO ping
                 transport.send(WSMsgType.TEXT, b"3")
                 return
+            ops = self.stats.ops
+            if ops is not None and data.startswith(b'{"op":"'):
+                ops[data[7 : data.find(b'"', 7)]] += 1
             for waiter in self.waiters:
                 predicate, future = waiter
                 if predicate(data):

@@ -139,11 +139,53 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
         _get("churn", "cycles_per_s"),
     ),
     ("churn_errors", "churn: errors", "", False, _get("churn", "error_count")),
+    (
+        "presence_interval",
+        "presence: settled ping interval, 10k idle connections",
+        "s",
+        True,
+        _get("presence", "interval_s"),
+    ),
+    (
+        "presence_pings",
+        "presence: pings/s, 10k idle connections",
+        "pings/s",
+        False,
+        _get("presence", "pings_per_s"),
+    ),
+    (
+        "presence_cpu",
+        "presence: replica CPU, 10k idle connections",
+        "%",
+        False,
+        _get("presence", "server_cpu_percent"),
+    ),
+    (
+        "presence_redis",
+        "presence: Redis commands/s, 10k idle connections",
+        "cmd/s",
+        False,
+        _get("presence", "redis_commands_per_s"),
+    ),
+    (
+        "burst_frames",
+        "membership burst: frames per joining user",
+        "frames",
+        False,
+        _get("presence", "burst", "frames_per_user"),
+    ),
+    (
+        "burst_share",
+        "membership burst: frames ÷ one event per join per member",
+        "share",
+        False,
+        _get("presence", "burst", "share_of_uncoalesced"),
+    ),
 ]
 
 
 # facts, not scores: shown in the measured values only
-NO_RATIO = {"ticker_slow_closed", "churn_errors"}
+NO_RATIO = {"ticker_slow_closed", "churn_errors", "presence_interval", "burst_share"}
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -186,6 +228,8 @@ def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("wwws-nginx", "wwws-traefik"))
     if "wwws-durable" in results and "wwws-direct" in results:
         out.append(("wwws-durable", "wwws-direct"))
+    if "wwws-fixed25" in results and "wwws-direct" in results:
+        out.append(("wwws-direct", "wwws-fixed25"))  # the adaptive heartbeat's gain
     return out
 
 

@@ -1,4 +1,4 @@
-"""The five scenarios. Each is bounded in count and time, and returns plain JSON data.
+"""The six scenarios. Each is bounded in count and time, and returns plain JSON data.
 
 All of them run in the load generator's event loop against one target whose server was
 started fresh for the scenario (so a backlog left by one cannot slow down the next).
@@ -10,12 +10,17 @@ import asyncio
 import contextlib
 import math
 import secrets
+import subprocess
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from services.kit.auth import mint_token
 
 from .loadgen import (
     Client,
@@ -29,7 +34,7 @@ from .loadgen import (
 )
 from .targets import Target, proc_cpu_seconds, proc_rss_kib
 
-__all__ = ["Config", "churn", "fanout", "idle", "latency", "ticker"]
+__all__ = ["Config", "churn", "fanout", "idle", "latency", "presence", "ticker"]
 
 
 @dataclass
@@ -66,6 +71,10 @@ class Config:
     churn_seconds: float = 8.0
     churn_workers: int = 20
     churn_max_cycles: int = 20_000
+    presence_connections: int = 10_000
+    presence_settle_max: float = 90.0  # for the adaptive interval to stop moving
+    presence_seconds: float = 30.0
+    burst_users: int = 2000
     connect_concurrency: int = 100
     connect_deadline: float = 60.0
     drain_limit: float = 10.0
@@ -94,6 +103,10 @@ class Config:
             churn_seconds=1.0,
             churn_workers=4,
             churn_max_cycles=500,
+            presence_connections=200,
+            presence_settle_max=6.0,
+            presence_seconds=2.0,
+            burst_users=50,
             connect_deadline=20.0,
             drain_limit=2.0,
             settle_seconds=0.3,
@@ -530,10 +543,148 @@ async def churn(run: Run) -> dict[str, Any]:
     }
 
 
+# -- 6. presence (wwws only) ---------------------------------------------------------------
+def _metric(text: str, name: str) -> float:
+    """The sum of a Prometheus metric's samples (every label set) in an exposition."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ")
+    )
+
+
+async def _replica_metrics(target: Target) -> str:
+    assert target.server is not None
+    url = f"http://127.0.0.1:{target.server.extra['internal']}/metrics"
+
+    def read() -> str:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return str(reply.read().decode())
+
+    return await asyncio.to_thread(read)
+
+
+def _redis_commands(redis_url: str) -> int:
+    """Commands the bench's Redis has processed since it started."""
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    info = subprocess.run(
+        ["redis-cli", "-p", port, "INFO", "stats"],
+        capture_output=True, text=True, check=False, timeout=10,
+    ).stdout  # fmt: skip
+    for line in info.splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":")[1])
+    return 0
+
+
+async def presence(run: Run) -> dict[str, Any]:
+    """What keeping N idle clients known-present costs a replica: pings/s, its CPU and its
+    presence writes to Redis, once its interval has settled (the adaptive policy moves it
+    with the load; a fixed one does not), measured over a window after one whole interval
+    at the settled value (each connection's next ping is due one interval after its last).
+    Then a membership burst: M distinct users join one room; how many membership frames
+    (``join`` / ``members_diff``) all of them received, against the M(M+1)/2 that one
+    event per join per member would cost."""
+    cfg, target = run.config, run.target
+    stats = Stats()
+    room = room_name("presence")
+    conn = await connect_many(
+        target.base,
+        target.protocol(),
+        stats,
+        cfg.presence_connections,
+        lambda i: [room],
+        target.ssl_context(),
+        max(cfg.connect_concurrency, 200),
+        cfg.idle_deadline,
+    )
+    out: dict[str, Any] = {"connect": _connect_summary(conn, cfg.presence_connections)}
+    try:
+        interval = _metric(await _replica_metrics(target), "wwws_heartbeat_interval_seconds")
+        moves = [interval]
+        settled_at = time.monotonic()
+        start = settled_at
+        while time.monotonic() - start < cfg.presence_settle_max:
+            await asyncio.sleep(min(5.0, cfg.presence_settle_max / 6))
+            now = _metric(await _replica_metrics(target), "wwws_heartbeat_interval_seconds")
+            if now != interval:
+                interval, settled_at = now, time.monotonic()
+                moves.append(now)
+            elif time.monotonic() - settled_at >= min(15.0, cfg.presence_settle_max / 2):
+                break
+        await asyncio.sleep(min(interval, cfg.presence_settle_max))
+        text = await _replica_metrics(target)
+        pings0, cpu0 = _metric(text, "wwws_heartbeat_pings_total"), cpu_now(target)
+        commands0, t0 = _redis_commands(run.redis_url), time.monotonic()
+        await asyncio.sleep(cfg.presence_seconds)
+        text = await _replica_metrics(target)
+        elapsed = time.monotonic() - t0
+        pings = _metric(text, "wwws_heartbeat_pings_total") - pings0
+        cpu = cpu_delta(cpu0, cpu_now(target))
+        alive = sum(1 for c in conn.clients if not c.disconnected)
+        out.update(
+            connections=alive,
+            interval_s=interval,
+            interval_moves=moves,
+            window_s=round(elapsed, 1),
+            pings_per_s=round(pings / elapsed, 1),
+            server_cpu_percent=round(cpu.get("server", 0.0) / elapsed * 100, 2),
+            redis_commands_per_s=round((_redis_commands(run.redis_url) - commands0) / elapsed, 1),
+            closes=dict(stats.closes),
+        )
+    finally:
+        await close_all(conn.clients, abort=True)
+    out["burst"] = await _membership_burst(run)
+    return out
+
+
+async def _membership_burst(run: Run) -> dict[str, Any]:
+    cfg, target = run.config, run.target
+    assert target.server is not None
+    secret = str(target.server.extra["secret"])
+    members = Protocol("/chat/ws", lambda user: mint_token(f"member{user}", secret, 3600))
+    stats = Stats(ops=Counter())
+    room = room_name("burst")
+    start = time.monotonic()
+    conn = await connect_many(
+        target.base,
+        members,
+        stats,
+        cfg.burst_users,
+        lambda i: [room],
+        target.ssl_context(),
+        cfg.connect_concurrency,
+        cfg.connect_deadline,
+    )
+    try:
+        assert stats.ops is not None
+        seen = -1
+        while sum(stats.ops.values()) != seen and time.monotonic() - start < 60:
+            seen = sum(stats.ops.values())
+            await asyncio.sleep(1.0)
+        n = len(conn.clients)
+        frames = stats.ops[b"join"] + stats.ops[b"members_diff"]
+        uncoalesced = n * (n + 1) // 2
+        return {
+            "users": n,
+            "connect": _connect_summary(conn, cfg.burst_users),
+            "seconds": round(time.monotonic() - start, 1),
+            "membership_frames": frames,
+            "join_frames": stats.ops[b"join"],
+            "members_diff_frames": stats.ops[b"members_diff"],
+            "frames_per_user": round(frames / n, 1) if n else 0.0,
+            "uncoalesced_frames": uncoalesced,
+            "share_of_uncoalesced": round(frames / uncoalesced, 4) if uncoalesced else 0.0,
+        }
+    finally:
+        await close_all(conn.clients, abort=True)
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict[str, Any]]]] = {
     "idle": idle,
     "fanout": fanout,
     "latency": latency,
     "ticker": ticker,
     "churn": churn,
+    "presence": presence,
 }

@@ -450,6 +450,8 @@ class Target:
     path: str
     protocol_factory: Callable[[Server], Protocol]
     via_nginx: bool = False
+    #: the scenarios this target is measured in (empty: every one)
+    only: tuple[str, ...] = ()
     server: Server | None = None
     traefik: Traefik | None = None
     nginx: Nginx | None = None
@@ -541,6 +543,15 @@ def target_catalog() -> dict[str, Target]:
             _wwws_protocol,
         ),
         Target(
+            "wwws-fixed25",
+            "wwws-fixed",
+            False,
+            "wwws chat replica, direct, pinging on a fixed 25 s (WWWS_HEARTBEAT_SECONDS=25)",
+            "/chat/ws",
+            _wwws_protocol,
+            only=("presence",),
+        ),
+        Target(
             "wwws-nginx",
             "wwws",
             False,
@@ -605,7 +616,7 @@ def start_server(
     log = workdir / f"server-{kind}.log"
     if kind == "wwws-durable":
         redis_url += DURABLE_ACK_QUERY
-    if kind in ("wwws", "wwws-durable"):
+    if kind in ("wwws", "wwws-durable", "wwws-fixed"):
         secret = secrets.token_urlsafe(32)
         internal = free_port()
         env = {
@@ -621,6 +632,8 @@ def start_server(
             "WWWS_LOG_LEVEL": "WARNING",
             "WWWS_DRAIN_SECONDS": "0",  # stopping between scenarios: no need to drain
         }
+        if kind == "wwws-fixed":
+            env["WWWS_HEARTBEAT_SECONDS"] = "25"  # what every replica did before it adapted
         proc = Proc("wwws-chat", [sys.executable, "-m", "services.chat"], log, env)
         server.procs.append(proc)
         server.extra.update(secret=secret, internal=internal)
