@@ -657,21 +657,26 @@ async def _membership_burst(run: Run) -> dict[str, Any]:
         cfg.connect_deadline,
     )
     try:
-        assert stats.ops is not None
+        ops = stats.ops
+        assert ops is not None
+
+        def membership_frames() -> int:
+            return ops[b"join"] + ops[b"members_diff"]
+
         seen = -1
-        while sum(stats.ops.values()) != seen and time.monotonic() - start < 60:
-            seen = sum(stats.ops.values())
+        while membership_frames() != seen and time.monotonic() - start < 60:
+            seen = membership_frames()
             await asyncio.sleep(1.0)
         n = len(conn.clients)
-        frames = stats.ops[b"join"] + stats.ops[b"members_diff"]
+        frames = membership_frames()
         uncoalesced = n * (n + 1) // 2
         return {
             "users": n,
             "connect": _connect_summary(conn, cfg.burst_users),
             "seconds": round(time.monotonic() - start, 1),
             "membership_frames": frames,
-            "join_frames": stats.ops[b"join"],
-            "members_diff_frames": stats.ops[b"members_diff"],
+            "join_frames": ops[b"join"],
+            "members_diff_frames": ops[b"members_diff"],
             "frames_per_user": round(frames / n, 1) if n else 0.0,
             "uncoalesced_frames": uncoalesced,
             "share_of_uncoalesced": round(frames / uncoalesced, 4) if uncoalesced else 0.0,
