@@ -56,7 +56,13 @@ def build_app(
         if age is not None:
             metrics.publish_delivery_latency.observe(age)
 
-    hub = ChannelHub(backplane, spec.name, settings.history_size, observe_fanout)
+    hub = ChannelHub(
+        backplane,
+        spec.name,
+        settings.history_size,
+        observe_fanout,
+        metrics.messages_sent.labels(spec.name, "msg").inc,
+    )
     replica = ReplicaState(settings.node_id)
     ctx = ServiceContext(
         settings=settings,

@@ -33,8 +33,9 @@ READ_RETRY_MAX = 1.0
 
 
 class Subscriber(Protocol):
-    def deliver(self, channel: str, publication: Publication, frame: bytes) -> None:
-        """Take one publication; must not block (enqueue and return)."""
+    def deliver(self, channel: str, publication: Publication, frame: bytes) -> bool | None:
+        """Take one publication; must not block (enqueue and return). True when a frame
+        was queued for a client: the hub counts those (``on_delivered``)."""
 
     def resubscribed(self, channel: str, result: SubscribeResult) -> None:
         """The channel restarted under a new epoch; ``result`` is the fresh window."""
@@ -74,12 +75,15 @@ class ChannelHub:
         namespace: str,
         fill_limit: int = 1000,
         on_fanout: Callable[[Publication, int], None] | None = None,
+        on_delivered: Callable[[int], None] | None = None,
     ) -> None:
         self._broker = backplane.broker
         self._prefix = f"{namespace}:"
         self._fill_limit = fill_limit
         self._channels: dict[str, _LocalChannel] = {}
         self._on_fanout = on_fanout
+        # frames queued for clients, counted once per fan-out (not once per frame)
+        self._on_delivered = on_delivered or (lambda count: None)
         self._tasks: set[asyncio.Task[None]] = set()
         # kit-wide channels outside the namespace (revocations): full name -> receiver
         self._outside: dict[str, Callable[[Publication], None]] = {}
@@ -155,11 +159,15 @@ class ChannelHub:
         buffered = local.joining.pop(subscriber)
         before_live(result)
         position = result.offset
+        delivered = 0
         for publication in buffered:
             if publication.offset > position:
-                subscriber.deliver(channel, publication, msg_frame(channel, *_parts(publication)))
+                frame = msg_frame(channel, *_parts(publication))
+                delivered += bool(subscriber.deliver(channel, publication, frame))
                 position = publication.offset
         local.live[subscriber] = position
+        if delivered:
+            self._on_delivered(delivered)
         return result
 
     async def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
@@ -264,11 +272,14 @@ class ChannelHub:
             return
         frame = msg_frame(local.name, *_parts(publication))  # serialised once per replica
         delivered = 0
-        for subscriber, position in local.live.items():
-            if publication.offset > position:
-                local.live[subscriber] = publication.offset
-                subscriber.deliver(local.name, publication, frame)
-                delivered += 1
+        offset = publication.offset
+        live = local.live
+        for subscriber, position in live.items():
+            if offset > position:
+                live[subscriber] = offset
+                if subscriber.deliver(local.name, publication, frame):
+                    delivered += 1
+        self._on_delivered(delivered)
         if self._on_fanout is not None:
             self._on_fanout(publication, delivered)
 
@@ -276,8 +287,11 @@ class ChannelHub:
         if not local.live:
             return
         frame = msg_frame(local.name, *_parts(publication))
+        delivered = 0
         for subscriber in local.live:
-            subscriber.deliver(local.name, publication, frame)
+            if subscriber.deliver(local.name, publication, frame):
+                delivered += 1
+        self._on_delivered(delivered)
 
     async def _fill_gap(self, local: _LocalChannel) -> None:
         """Live delivery skipped offsets (a lost pub/sub message): read them from the stream."""
@@ -362,7 +376,9 @@ class ChannelHub:
             for publication in buffered:
                 if publication.offset > position:
                     frame = msg_frame(local.name, *_parts(publication))
-                    subscriber.deliver(local.name, publication, frame)
+                    self._on_delivered(
+                        int(bool(subscriber.deliver(local.name, publication, frame)))
+                    )
                     position = publication.offset
             local.live[subscriber] = position
 

@@ -1,10 +1,13 @@
 """A connection's bounded, coalescing outbound queue: the one place that writes raw
 WebSocket frames on the transport behind aiohttp.
 
-Why raw: frames are queued as already-serialised bytes (shared between subscribers) and
-written once per event-loop iteration as one ``transport.write`` of several WebSocket
-frames: one syscall for many publications, where aiohttp's ``send_str`` costs a call, a
-header and a drain per frame (the measured fan-out speed, docs/benchmarks.md).
+Why raw: frames are queued as already-serialised bytes and written once per event-loop
+iteration as one ``transport.write`` of several WebSocket frames: one syscall for many
+publications, where aiohttp's ``send_str`` costs a call, a header and a drain per frame
+(the measured fan-out speed, docs/benchmarks.md). A publication fanned out to many
+connections is framed once (header + payload, :func:`wire`) and the same bytes object is
+queued on each of them; and one callback per loop iteration flushes every queue written
+to in it (:class:`_Flusher`), not one callback per connection.
 
 The bound counts what is queued here plus what the transport still holds, so a client
 that stops reading cannot grow the replica's memory past it; crossing it calls
@@ -28,7 +31,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-__all__ = ["Outbound", "close_frame", "pong_frame", "text_frame"]
+__all__ = ["Outbound", "close_frame", "pong_frame", "text_frame", "wire"]
 
 # A control frame's payload is at most 125 bytes: the 2-byte code and the reason.
 MAX_CLOSE_REASON_BYTES = 123
@@ -43,6 +46,55 @@ def text_frame(payload: bytes) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", 0x81, 126, size) + payload
     return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+_last_payload: bytes | None = None
+_last_wire = b""
+
+
+def wire(payload: bytes) -> bytes:
+    """``text_frame(payload)``, built once for a run of calls with the same payload object
+    (a fan-out hands every subscriber the same bytes): the header is built and the payload
+    copied once per publication, not once per connection."""
+    global _last_payload, _last_wire
+    if payload is not _last_payload:
+        _last_wire = text_frame(payload)
+        _last_payload = payload
+    return _last_wire
+
+
+class _Flusher:
+    """Flushes, in one callback per loop iteration, every queue written to in it."""
+
+    __slots__ = ("loop", "pending", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: list[Outbound] = []
+        self.scheduled = False
+
+    def add(self, outbound: Outbound) -> None:
+        self.pending.append(outbound)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        pending, self.pending = self.pending, []
+        for outbound in pending:
+            outbound.flush()
+
+
+_flusher: _Flusher | None = None
+
+
+def _flusher_of(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    """The running loop's flusher (tests run one loop after another in one process)."""
+    global _flusher
+    if _flusher is None or _flusher.loop is not loop:
+        _flusher = _Flusher(loop)
+    return _flusher
 
 
 def close_frame(code: int, reason: bytes = b"") -> bytes:
@@ -66,7 +118,7 @@ class Outbound:
         self._transport = transport
         self._max_bytes = max_bytes
         self._on_overflow = on_overflow
-        self._frames: list[bytes] = []
+        self._frames: list[bytes] = []  # whole WebSocket frames
         self._queued = 0
         self._flush_scheduled = False
         self.closed = False
@@ -78,10 +130,13 @@ class Outbound:
     def buffered_bytes(self) -> int:
         return self._queued + self._transport.get_write_buffer_size()
 
-    def put(self, frame: bytes) -> bool:
+    def put(self, payload: bytes) -> bool:
+        """Queue a text frame of ``payload`` (JSON); False when the connection is closed
+        or this frame overflowed its bound."""
         if self.closed:
             return False
-        buffered = self.buffered_bytes + len(frame)
+        frame = wire(payload)
+        buffered = self._queued + self._transport.get_write_buffer_size() + len(frame)
         if buffered > self._max_bytes:
             self.close()
             self._on_overflow()
@@ -92,7 +147,7 @@ class Outbound:
             self.peak_bytes = buffered
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            _flusher_of(asyncio.get_running_loop()).add(self)
         return True
 
     def flush(self) -> None:
@@ -102,7 +157,7 @@ class Outbound:
         frames, self._frames, self._queued = self._frames, [], 0
         if self.closed or self._transport.is_closing():
             return
-        self._transport.write(b"".join([text_frame(frame) for frame in frames]))
+        self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def write_control(self, frame: bytes) -> None:
         """A ping or a pong, written at once, whole, after what is queued (so that a
@@ -132,7 +187,8 @@ class Outbound:
         if self.finished:
             return False
         self.finished = True
-        frames = [] if self.held else [text_frame(frame) for frame in self._frames]
+        frames = [] if self.held else self._frames
+        self._frames = []  # close() empties the queue: keep what is written below
         self.close()
         if not self._transport.is_closing():
             self._transport.write(b"".join([*frames, close_frame(code, reason)]))

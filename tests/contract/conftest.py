@@ -47,9 +47,9 @@ def frames_match_the_asyncapi_document() -> Iterator[None]:
         seen.append((self._metrics.service, frame))
         send(self, frame, op)
 
-    def recording_deliver(self: Connection, channel: str, publication: Any, frame: bytes) -> None:
+    def recording_deliver(self: Connection, channel: str, publication: Any, frame: bytes) -> bool:
         seen.append((self._metrics.service, frame))
-        deliver(self, channel, publication, frame)
+        return deliver(self, channel, publication, frame)  # the hub counts what was queued
 
     Connection.send = recording_send  # type: ignore[method-assign]
     Connection.deliver = recording_deliver  # type: ignore[method-assign]

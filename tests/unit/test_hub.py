@@ -145,3 +145,24 @@ async def test_a_resume_from_a_lost_stream_gets_the_whole_new_stream_not_its_win
     # a fresh subscriber (no since) still gets the window only
     latest = await hub.subscribe(Recorder(), "room", None, 10, lambda _: None)
     assert [p.offset for p in latest.publications] == list(range(16, 26))
+
+
+class Queueing(Recorder):
+    """A subscriber that says it queued a client frame, as a connection does."""
+
+    def deliver(self, channel, publication, frame):  # type: ignore[no-untyped-def]
+        super().deliver(channel, publication, frame)
+        return True
+
+
+async def test_frames_queued_for_clients_are_counted_once_per_fan_out():
+    counts: list[int] = []
+    hub = ChannelHub(MemoryBackplane(MemoryState()), "svc", on_delivered=counts.append)
+    clients = [Queueing() for _ in range(30)]
+    for client in clients:
+        await hub.subscribe(client, "room", None, 10, lambda _: None)
+    await hub.subscribe(Recorder(), "room", None, 10, lambda _: None)  # not a client frame
+    await hub.publish("room", b"{}")
+    await hub.publish("room", b"{}")
+    assert counts == [30, 30]  # one call per publication, not one per frame
+    assert all(client.offsets == [1, 2] for client in clients)

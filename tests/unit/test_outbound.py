@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
-from services.kit.outbound import Outbound, close_frame, text_frame
+from services.kit.backplane import Publication
+from services.kit.connection import publication_age
+from services.kit.outbound import Outbound, close_frame, text_frame, wire
 
 
 class FakeTransport:
@@ -64,6 +67,45 @@ async def test_frames_queued_in_one_tick_are_written_once():
         out.put(payload)
     await asyncio.sleep(0)
     assert transport.writes == [b"\x81\x01a\x81\x02bb\x81\x03ccc"]
+
+
+async def test_a_fan_out_frames_a_publication_once_and_flushes_every_queue_in_one_callback():
+    transports = [FakeTransport() for _ in range(50)]
+    queues = [outbound(t) for t in transports]
+    loop = asyncio.get_running_loop()
+    scheduled: list[object] = []
+    call_soon = loop.call_soon
+
+    def counting_call_soon(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        scheduled.append(callback)
+        return call_soon(callback, *args, **kwargs)
+
+    loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+    try:
+        payload = b'{"op":"msg","ch":"lobby","offset":1,"data":{}}'
+        for queue in queues:
+            queue.put(payload)
+    finally:
+        loop.call_soon = call_soon  # type: ignore[method-assign]
+    assert len(scheduled) == 1  # one flush for the 50 queues, not one each
+    assert all(not t.writes for t in transports)  # nothing written before the loop turns
+    await asyncio.sleep(0)
+    writes = [t.writes for t in transports]
+    assert writes == [[text_frame(payload)]] * 50
+    # the same bytes object on every connection: framed (header + copy) once
+    assert len({id(w[0]) for w in writes}) == 1
+    assert wire(payload) is writes[0][0]
+
+
+def test_publication_age_reads_ts_without_decoding_and_ignores_what_is_not_a_time():
+    now_ms = time.time() * 1000
+    age = publication_age(Publication(1, b'{"text":"x","user":"u","ts":%.3f}' % (now_ms - 1500)))
+    assert age is not None and 1.4 < age < 3.0
+    # a quote inside a string is escaped: text that looks like "ts": is not the key
+    text = b'{"text":"\\"ts\\":5","ts":%.3f}' % now_ms
+    assert publication_age(Publication(1, text)) is not None
+    for data in (b'{"text":"x"}', b'{"ts":true}', b'{"ts":"soon"}', b"not json", b'{"ts":NaN}'):
+        assert publication_age(Publication(1, data)) is None, data
 
 
 async def test_every_write_is_whole_frames_a_client_parses():
