@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -58,6 +59,10 @@ def mint_token(user: str, secret: str, ttl_seconds: float = 3600.0) -> str:
     return jwt.encode({"sub": user, "iat": now, "exp": now + int(ttl_seconds)}, secret, "HS256")
 
 
+#: how many verified HS256 tokens a replica remembers (least recently used go first)
+VERIFIED_TOKENS_KEPT = 10_000
+
+
 class TokenVerifier:
     """Checks tokens with the shared secret (HS256) and, when configured, an identity
     provider's key set (RS256/ES256), plus ``iss`` and ``aud`` when they are set."""
@@ -73,6 +78,12 @@ class TokenVerifier:
         self.keys = keys
         self._issuer = issuer
         self._audience = audience
+        # HS256 tokens already verified: a client reconnecting (a dropped network, a
+        # deploy, a page reload) shows the same token again, and checking its signature
+        # is most of a handshake's CPU (docs/benchmarks.md). Safe to keep: the secret is
+        # fixed for the process's life, and expiry is checked on every use; revocation is
+        # checked by the caller every time, cached or not.
+        self._verified: OrderedDict[str, Identity] = OrderedDict()
 
     async def verify(self, token: str | None) -> Identity:
         """:meth:`verify_now`, fetching the provider's keys again first when the token
@@ -87,6 +98,13 @@ class TokenVerifier:
         """The identity of a valid token, or :class:`AuthError` (401)."""
         if not token:
             raise AuthError(401, "missing token query parameter")
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at <= time.time():
+                del self._verified[token]
+                raise AuthError(401, "token expired")
+            self._verified.move_to_end(token)
+            return known
         header = _header(token)
         algorithm = header.get("alg")
         key: object
@@ -121,7 +139,12 @@ class TokenVerifier:
             raise AuthError(401, "invalid token: bad sub claim")
         issued = claims.get("iat")
         issued_at = float(issued) if isinstance(issued, int | float) else None
-        return Identity(user, float(claims["exp"]), issued_at)
+        identity = Identity(user, float(claims["exp"]), issued_at)
+        if algorithm == "HS256":
+            self._verified[token] = identity
+            if len(self._verified) > VERIFIED_TOKENS_KEPT:
+                self._verified.popitem(last=False)
+        return identity
 
 
 def verify_token(token: str | None, secret: str) -> Identity:

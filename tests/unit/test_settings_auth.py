@@ -5,7 +5,7 @@ import time
 import jwt
 import pytest
 
-from services.kit.auth import AuthError, check_origin, mint_token, verify_token
+from services.kit.auth import AuthError, TokenVerifier, check_origin, mint_token, verify_token
 from services.kit.settings import Settings, SettingsError
 
 SECRET = "s" * 32
@@ -49,6 +49,28 @@ def test_token_round_trip_and_refusals():
     none_alg = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, "none")
     with pytest.raises(AuthError):
         verify_token(none_alg, SECRET)
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch):
+    verifier = TokenVerifier("s" * 32)
+    token = mint_token("alice", "s" * 32, ttl_seconds=60)
+    assert verifier.verify_now(token).user == "alice"
+    checks = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: checks.append(1) or real_decode(*a, **k))
+    assert verifier.verify_now(token).user == "alice"
+    assert checks == []  # the signature was not checked again
+    # a tampered token is another string: checked, and refused
+    head, body, signature = token.split(".")
+    forged = ".".join((head, body, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")))
+    with pytest.raises(AuthError):
+        verifier.verify_now(forged)
+    assert checks == [1]
+    # once past its exp the remembered token is refused like any expired one
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(AuthError, match="expired"):
+        verifier.verify_now(token)
 
 
 def test_origin_allow_list():
