@@ -17,12 +17,59 @@ from .outbound import Outbound
 from .protocol import CloseCode, subscribed_frame
 from .ratelimit import FloodGuard
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "Ended"]
 
 log = logging.getLogger(__name__)
 
 
+class Ended:
+    """Set once, waited for rarely (the drain, tests): asyncio.Event's deque of waiters
+    alone is 760 bytes, per connection; this holds a future only while someone waits."""
+
+    __slots__ = ("_done", "_waiter")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._done
+
+    def set(self) -> None:
+        self._done = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        if self._done:
+            return
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)  # one waiter's cancellation is not the others'
+
+
 class Connection:
+    # slots: a replica holds tens of thousands of these; no per-instance dict
+    __slots__ = (
+        "_abort",
+        "_close_timeout",
+        "_metrics",
+        "_outbound",
+        "_transport",
+        "close_code",
+        "ended",
+        "expires_at",
+        "expiry_timer",
+        "heartbeat_told",
+        "id",
+        "issued_at",
+        "ping_outstanding",
+        "publish_guard",
+        "subscriptions",
+        "user",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -39,7 +86,7 @@ class Connection:
         #: the code of the close frame the server sent (None: it has not closed)
         self.close_code: int | None = None
         #: set once the session ended and its bookkeeping is done
-        self.ended = asyncio.Event()
+        self.ended = Ended()
         self._metrics = metrics
         self._transport = transport
         self._outbound = Outbound(transport, max_queue_bytes, self._slow_consumer)

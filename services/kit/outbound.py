@@ -109,6 +109,19 @@ def pong_frame(payload: bytes) -> bytes:
 
 
 class Outbound:
+    __slots__ = (
+        "_flush_scheduled",
+        "_frames",
+        "_max_bytes",
+        "_on_overflow",
+        "_queued",
+        "_transport",
+        "closed",
+        "finished",
+        "held",
+        "peak_bytes",
+    )
+
     def __init__(
         self,
         transport: asyncio.Transport,

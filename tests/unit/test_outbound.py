@@ -7,7 +7,7 @@ import struct
 import time
 
 from services.kit.backplane import Publication
-from services.kit.connection import publication_age
+from services.kit.connection import Ended, publication_age
 from services.kit.outbound import Outbound, close_frame, text_frame, wire
 
 
@@ -162,3 +162,18 @@ async def test_finish_on_a_closing_transport_writes_nothing():
     out = outbound(transport)
     assert out.finish(1001, b"") is True
     assert transport.writes == []
+
+
+async def test_a_connections_ended_flag_wakes_every_waiter_and_survives_a_cancelled_one():
+    ended = Ended()
+    first = asyncio.ensure_future(ended.wait())
+    second = asyncio.ensure_future(ended.wait())
+    impatient = asyncio.ensure_future(ended.wait())
+    await asyncio.sleep(0)
+    impatient.cancel()
+    await asyncio.sleep(0)
+    assert not ended.is_set() and not first.done()
+    ended.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 1)
+    assert ended.is_set() and impatient.cancelled()
+    await asyncio.wait_for(ended.wait(), 1)  # once set, waiting returns at once
