@@ -50,6 +50,7 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 DEFAULT_TARGETS = (
     "wwws-direct",
+    "wwws-asyncio",
     "wwws-fixed25",
     "wwws-traefik",
     "wwws-nginx",

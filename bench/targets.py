@@ -543,6 +543,15 @@ def target_catalog() -> dict[str, Target]:
             _wwws_protocol,
         ),
         Target(
+            "wwws-asyncio",
+            "wwws-asyncio",
+            False,
+            "wwws chat replica, direct, on asyncio's own event loop (WWWS_LOOP=asyncio)",
+            "/chat/ws",
+            _wwws_protocol,
+            only=("fanout", "latency", "idle", "churn"),
+        ),
+        Target(
             "wwws-fixed25",
             "wwws-fixed",
             False,
@@ -616,7 +625,7 @@ def start_server(
     log = workdir / f"server-{kind}.log"
     if kind == "wwws-durable":
         redis_url += DURABLE_ACK_QUERY
-    if kind in ("wwws", "wwws-durable", "wwws-fixed"):
+    if kind in ("wwws", "wwws-durable", "wwws-fixed", "wwws-asyncio"):
         secret = secrets.token_urlsafe(32)
         internal = free_port()
         env = {
@@ -634,6 +643,8 @@ def start_server(
         }
         if kind == "wwws-fixed":
             env["WWWS_HEARTBEAT_SECONDS"] = "25"  # what every replica did before it adapted
+        if kind == "wwws-asyncio":
+            env["WWWS_LOOP"] = "asyncio"  # the default is uvloop
         proc = Proc("wwws-chat", [sys.executable, "-m", "services.chat"], log, env)
         server.procs.append(proc)
         server.extra.update(secret=secret, internal=internal)

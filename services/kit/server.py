@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+import uvloop
 from aiohttp import web
 
 from .internal import build_internal_app
@@ -45,7 +46,12 @@ async def serve(app: web.Application, stop: asyncio.Event | None = None) -> None
             loop.add_signal_handler(signum, stop.set)
     log.info(
         "listening",
-        extra={"event": "start", "port": settings.port, "internal_port": settings.internal_port},
+        extra={
+            "event": "start",
+            "port": settings.port,
+            "internal_port": settings.internal_port,
+            "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+        },
     )
     await stop.wait()
     ctx.replica.draining = True
@@ -68,4 +74,6 @@ def main(service: str, create_app: Callable[[Settings], web.Application]) -> Non
         print(f"{service}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level, service, settings.node_id)
-    asyncio.run(serve(create_app(settings)))
+    loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(create_app(settings)))

@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 
 from .heartbeat_policy import HeartbeatPolicy
 
-__all__ = ["EnvReader", "Settings", "SettingsError"]
+__all__ = ["EVENT_LOOPS", "EnvReader", "Settings", "SettingsError"]
+
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 class SettingsError(Exception):
@@ -56,6 +58,8 @@ class Settings:
     dev_login: bool = False
     api_key: str | None = None
     log_level: str = "INFO"
+    #: the event loop: "uvloop" (libuv, measured faster: docs/benchmarks.md) or "asyncio"
+    event_loop: str = "uvloop"
     #: how often the replica reports its state to the admin console (0: never)
     report_seconds: float = 2.0
     #: a connection hears ``{"op":"refresh"}`` this long before its token expires
@@ -145,6 +149,7 @@ class Settings:
             dev_login=reader.flag("WWWS_DEV_LOGIN", cls.dev_login),
             api_key=reader.secret("WWWS_API_KEY", "") or None,
             log_level=reader.text("WWWS_LOG_LEVEL", cls.log_level).upper(),
+            event_loop=reader.text("WWWS_LOOP", cls.event_loop).lower(),
             report_seconds=reader.number("WWWS_REPORT_SECONDS", cls.report_seconds),
             token_refresh_seconds=reader.number(
                 "WWWS_TOKEN_REFRESH_SECONDS", cls.token_refresh_seconds
@@ -171,6 +176,8 @@ class Settings:
             reader.problems.append(
                 "WWWS_HEARTBEAT_CEILING_SECONDS must not be below WWWS_HEARTBEAT_FLOOR_SECONDS"
             )
+        if settings.event_loop not in EVENT_LOOPS:
+            reader.problems.append(f"WWWS_LOOP must be one of {', '.join(EVENT_LOOPS)}")
         if settings.jwks_url and settings.jwks_file:
             reader.problems.append("set WWWS_JWKS_URL or WWWS_JWKS_FILE, not both")
         if settings.jwks_url and urlsplit(settings.jwks_url).scheme not in ("http", "https"):
