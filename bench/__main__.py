@@ -53,6 +53,7 @@ DEFAULT_TARGETS = (
     "wwws-asyncio",
     "wwws-fixed25",
     "wwws-traefik",
+    "wwws-traefik-gc",
     "wwws-nginx",
     "naive-direct",
     "socketio-node",
@@ -183,12 +184,20 @@ class Harness:
             ensure_certs()
             self.traefik = Traefik(self.workdir, dict(self.ports))
             self.traefik.start()
+        tuned: dict[tuple[tuple[str, str], ...], Traefik] = {}
+        for target in self.targets:
+            if target.via_traefik and target.traefik_env and target.traefik_env not in tuned:
+                env = dict(target.traefik_env)
+                log(f"starting a second Traefik with {env}")
+                front = Traefik(self.workdir, dict(self.ports), env=env, name="traefik-tuned")
+                front.start()
+                tuned[target.traefik_env] = front
         if any(t.via_nginx for t in self.targets):
             ensure_certs()
             self.nginx = Nginx(self.workdir, dict(self.ports))
             self.nginx.start()
         for target in self.targets:
-            target.traefik = self.traefik
+            target.traefik = tuned.get(target.traefik_env, self.traefik)
             target.nginx = self.nginx
 
     def start(self, target: Target) -> Server:
@@ -203,8 +212,8 @@ class Harness:
         )
 
     async def run_one(self, target: Target, scenario: str) -> dict[str, Any]:
-        if scenario == "idle" and target.via_traefik and self.traefik is not None:
-            self.traefik.restart()  # Go keeps freed memory: a fresh Traefik per baseline
+        if scenario == "idle" and target.via_traefik and target.traefik is not None:
+            target.traefik.restart()  # Go keeps freed memory: a fresh Traefik per baseline
         if scenario == "idle" and target.via_nginx and self.nginx is not None:
             self.nginx.restart()  # the same fresh baseline for nginx
         server = self.start(target)

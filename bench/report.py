@@ -228,6 +228,8 @@ def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("wwws-nginx", "wwws-traefik"))
     if "wwws-durable" in results and "wwws-direct" in results:
         out.append(("wwws-durable", "wwws-direct"))
+    if "wwws-traefik-gc" in results and "wwws-traefik" in results:
+        out.append(("wwws-traefik-gc", "wwws-traefik"))  # Go GC tuning on Traefik's memory
     if "wwws-asyncio" in results and "wwws-direct" in results:
         out.append(("wwws-direct", "wwws-asyncio"))  # uvloop (the default) vs asyncio
     if "wwws-fixed25" in results and "wwws-direct" in results:

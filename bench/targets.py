@@ -26,6 +26,7 @@ from .loadgen import Protocol, SocketIOProtocol
 
 __all__ = [
     "DURABLE_ACK_QUERY",
+    "TUNED_TRAEFIK",
     "Nginx",
     "Proc",
     "Target",
@@ -161,6 +162,10 @@ class Proc:
                 proc.stop(timeout=5)
 
 
+#: Go's collector tuned for a proxy of long-lived sockets: collect when the heap grew by
+#: half (GOGC=50, the default 100 lets it double) and work harder near 1 GiB (a soft limit)
+TUNED_TRAEFIK = (("GOGC", "50"), ("GOMEMLIMIT", "1GiB"))
+
 #: the durable-ack target's backplane: acknowledged once the replica holds it (WAIT)
 DURABLE_ACK_QUERY = "?ack_replicas=1&ack_timeout_ms=1000"
 
@@ -281,13 +286,16 @@ class Traefik(Front):
     backends: dict[str, int]  # entrypoint name -> backend port
     ports: dict[str, int] = field(default_factory=dict)
     proc: Proc | None = None
+    #: the Go runtime's settings (GOGC, GOMEMLIMIT), for a tuned second Traefik
+    env: dict[str, str] = field(default_factory=dict)
+    name: str = "traefik"
 
     def start(self) -> None:
         """Start (or restart, on the same ports: a fresh process for a memory baseline)."""
         if not self.ports:
             self.ports = {name: free_port() for name in self.backends}
         ping = free_port()
-        dynamic = self.workdir / "traefik-dynamic.yml"
+        dynamic = self.workdir / f"{self.name}-dynamic.yml"
         lines = [
             "tls:",
             "  stores:",
@@ -334,7 +342,7 @@ class Traefik(Front):
                 f"--entrypoints.{name}.http.tls=true",
                 f"--entrypoints.{name}.transport.respondingtimeouts.readtimeout=0",
             ]
-        self.proc = Proc("traefik", argv, self.workdir / "traefik.log")
+        self.proc = Proc(self.name, argv, self.workdir / f"{self.name}.log", self.env)
         self.proc.wait_http(f"http://127.0.0.1:{ping}/ping")
 
 
@@ -452,6 +460,8 @@ class Target:
     via_nginx: bool = False
     #: the scenarios this target is measured in (empty: every one)
     only: tuple[str, ...] = ()
+    #: a Traefik of its own with these Go runtime settings (empty: the shared one)
+    traefik_env: tuple[tuple[str, str], ...] = ()
     server: Server | None = None
     traefik: Traefik | None = None
     nginx: Nginx | None = None
@@ -559,6 +569,16 @@ def target_catalog() -> dict[str, Target]:
             "/chat/ws",
             _wwws_protocol,
             only=("presence",),
+        ),
+        Target(
+            "wwws-traefik-gc",
+            "wwws",
+            True,
+            "wwws chat replica through a Traefik with a tighter Go GC (GOGC=50, GOMEMLIMIT)",
+            "/chat/ws",
+            _wwws_protocol,
+            only=("idle",),
+            traefik_env=TUNED_TRAEFIK,
         ),
         Target(
             "wwws-nginx",
