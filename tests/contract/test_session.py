@@ -206,7 +206,7 @@ async def test_pongs_never_interleave_with_the_raw_frames(replicas):
             msgs.append(orjson.loads(message.data))
     assert pongs == [str(i).encode() for i in range(20)]
     assert [m["offset"] for m in msgs if m["op"] == "msg"] == list(range(1, 21))
-    assert {m["op"] for m in msgs} <= {"msg", "join"}
+    assert {m["op"] for m in msgs} <= {"msg", "join", "members_diff"}
     assert all(m["data"]["text"] == text for m in msgs if m["op"] == "msg")
 
 
