@@ -24,6 +24,7 @@ from services.kit.auth import mint_token
 
 from .loadgen import (
     Client,
+    ConnectResult,
     Protocol,
     Stats,
     close_all,
@@ -331,6 +332,22 @@ def _cdf(samples: Sequence[float], points: int = 200) -> list[float]:
 
 
 # -- 3. idle ----------------------------------------------------------------------------
+async def hold_idle(run: Run, count: int, stats: Stats, prefix: str) -> ConnectResult:
+    """``count`` connections subscribed to one fresh room, 200 handshakes at a time."""
+    cfg, target = run.config, run.target
+    room = room_name(prefix)
+    return await connect_many(
+        target.base,
+        target.protocol(),
+        stats,
+        count,
+        lambda i: [room],
+        target.ssl_context(),
+        max(cfg.connect_concurrency, 200),
+        cfg.idle_deadline,
+    )
+
+
 async def idle(run: Run) -> dict[str, Any]:
     """Hold many subscribed, silent connections; memory per connection = RSS delta / N."""
     cfg, target = run.config, run.target
@@ -339,17 +356,7 @@ async def idle(run: Run) -> dict[str, Any]:
     await asyncio.sleep(0.5)
     before = {role: proc_rss_kib(pid) for role, pid in pids.items()}
     stats = Stats()
-    room = room_name("idle")
-    conn = await connect_many(
-        target.base,
-        target.protocol(),
-        stats,
-        wanted,
-        lambda i: [room],
-        target.ssl_context(),
-        max(cfg.connect_concurrency, 200),
-        cfg.idle_deadline,
-    )
+    conn = await hold_idle(run, wanted, stats, "idle")
     try:
         await asyncio.sleep(2.0)
         after = {role: proc_rss_kib(pid) for role, pid in pids.items()}
@@ -587,17 +594,7 @@ async def presence(run: Run) -> dict[str, Any]:
     event per join per member would cost."""
     cfg, target = run.config, run.target
     stats = Stats()
-    room = room_name("presence")
-    conn = await connect_many(
-        target.base,
-        target.protocol(),
-        stats,
-        cfg.presence_connections,
-        lambda i: [room],
-        target.ssl_context(),
-        max(cfg.connect_concurrency, 200),
-        cfg.idle_deadline,
-    )
+    conn = await hold_idle(run, cfg.presence_connections, stats, "presence")
     out: dict[str, Any] = {"connect": _connect_summary(conn, cfg.presence_connections)}
     try:
         interval = _metric(await _replica_metrics(target), "wwws_heartbeat_interval_seconds")
