@@ -28,10 +28,13 @@ tests/unit/test_outbound.py and tests/contract/test_session.py):
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Callable
 
 __all__ = ["Outbound", "close_frame", "pong_frame", "text_frame", "wire"]
+
+log = logging.getLogger(__name__)
 
 # A control frame's payload is at most 125 bytes: the 2-byte code and the reason.
 MAX_CLOSE_REASON_BYTES = 123
@@ -83,7 +86,10 @@ class _Flusher:
         self.scheduled = False
         pending, self.pending = self.pending, []
         for outbound in pending:
-            outbound.flush()
+            try:
+                outbound.flush()
+            except Exception:  # one broken transport must not leave the others unwritten
+                log.exception("flushing a connection's queue failed")
 
 
 _flusher: _Flusher | None = None

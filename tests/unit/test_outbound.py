@@ -108,6 +108,23 @@ def test_publication_age_reads_ts_without_decoding_and_ignores_what_is_not_a_tim
         assert publication_age(Publication(1, data)) is None, data
 
 
+async def test_a_transport_that_fails_to_write_does_not_stop_the_others_flushing():
+    class Broken(FakeTransport):
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("the transport broke")
+
+    broken, healthy = Broken(), FakeTransport()
+    first, second = outbound(broken), outbound(healthy)
+    first.put(b"x")
+    second.put(b"y")
+    await asyncio.sleep(0)
+    assert healthy.writes == [text_frame(b"y")]
+    first.put(b"again")  # the broken one is scheduled again, not stuck
+    second.put(b"z")
+    await asyncio.sleep(0)
+    assert healthy.writes == [text_frame(b"y"), text_frame(b"z")]
+
+
 async def test_every_write_is_whole_frames_a_client_parses():
     transport = FakeTransport()
     out = outbound(transport, max_bytes=10**6)
