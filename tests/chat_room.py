@@ -82,7 +82,14 @@ class ChatRoom:
         assert len(self.acked) > 100, f"only {len(self.acked)} acknowledged"
         for client, got in received.items():
             offsets = [offset for offset, _ in got]
-            assert offsets == list(range(1, offsets[-1] + 1)), "gap or duplicate"
+            if offsets != list(range(1, offsets[-1] + 1)):
+                seen = set(offsets)
+                missing = sorted(set(range(1, offsets[-1] + 1)) - seen)
+                twice = sorted(o for o in seen if offsets.count(o) > 1)
+                raise AssertionError(
+                    f"gap or duplicate for {client.node}: missing {missing[:20]},"
+                    f" twice {twice[:20]}, {len(offsets)} received up to {offsets[-1]}"
+                )
             assert offsets[-1] >= top
             texts = dict(got)
             for offset, text in self.acked.items():

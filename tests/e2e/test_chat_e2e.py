@@ -40,7 +40,7 @@ async def test_thirty_clients_on_three_replicas_see_all_600_in_one_order(stack: 
                 elif frame["op"] == "ack":
                     acks += 1
                 else:
-                    assert frame["op"] in ("join", "leave", "members_diff"), frame
+                    assert frame["op"] in ("join", "leave", "members_diff", "heartbeat"), frame
             return got
 
         receivers = [asyncio.create_task(receive_all(ws)) for ws in clients]
