@@ -20,7 +20,7 @@ PAUSE = 0.1  # between one client's publications
 
 
 class ChatRoom:
-    def __init__(self, stack: Stack, room: str, users: list[str]) -> None:
+    def __init__(self, stack: Stack, room: str, users: list[str], pause: float = PAUSE) -> None:
         url = f"{stack.wss}/chat/ws"
         context = stack.ssl_context()
         self.room = room
@@ -31,12 +31,15 @@ class ChatRoom:
         #: (sent, acknowledged) times of each acknowledged publication (time.monotonic)
         self.ack_times: list[tuple[float, float]] = []
         self.unacked: list[str] = []  # each sender knows these are not guaranteed
+        self.pause = pause
         self._stop = asyncio.Event()
 
     @classmethod
-    def across(cls, stacks: Sequence[Any], room: str, users: list[str]) -> ChatRoom:
+    def across(
+        cls, stacks: Sequence[Any], room: str, users: list[str], pause: float = PAUSE
+    ) -> ChatRoom:
         """Users spread round-robin over several front doors (a cluster's Traefiks)."""
-        rooms = [cls(stacks[i % len(stacks)], room, [user]) for i, user in enumerate(users)]
+        rooms = [cls(stacks[i % len(stacks)], room, [user], pause) for i, user in enumerate(users)]
         joined = rooms[0]
         joined.clients = [client for one in rooms for client in one.clients]
         return joined
@@ -67,8 +70,8 @@ class ChatRoom:
                 self.ack_times.append((sent, time.monotonic()))
             except (NotAcknowledged, ClientError, ConnectionError):
                 self.unacked.append(text)
-                await asyncio.sleep(PAUSE)
-            await asyncio.sleep(PAUSE)
+                await asyncio.sleep(self.pause)
+            await asyncio.sleep(self.pause)
 
     async def check_every_acknowledged_message_once_in_order(self) -> None:
         top = max(self.acked)
@@ -94,7 +97,9 @@ class ChatRoom:
             texts = dict(got)
             for offset, text in self.acked.items():
                 assert texts[offset] == text
-            assert client.gaps == []
+            assert client.gaps == [], (
+                f"{client.node} announced gaps (channel, seen, top): {client.gaps}"
+            )
 
     async def leave(self) -> None:
         for client in self.clients:
