@@ -93,7 +93,10 @@ class ChatRoom:
                     f"gap or duplicate for {client.node}: missing {missing[:20]},"
                     f" twice {twice[:20]}, {len(offsets)} received up to {offsets[-1]}"
                 )
-            assert offsets[-1] >= top
+            assert offsets[-1] >= top, (
+                f"{client.node} received up to {offsets[-1]} of {top} acknowledged"
+                f" ({client.reconnects} reconnects)"
+            )
             texts = dict(got)
             for offset, text in self.acked.items():
                 assert texts[offset] == text

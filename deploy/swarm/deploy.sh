@@ -89,6 +89,18 @@ if [ -z "${DOCKER_GID:-}" ] || [ -n "${DOCKER_HOST:-}" ]; then
 fi
 export DOCKER_GID
 nodes=$(docker node ls -q | wc -l)
+# The three Redis data nodes go to three different machines (stack.yaml pins redis-N to
+# the node labelled wwws.redis-N=true). A label already set (by you, or an earlier deploy)
+# is kept; the missing ones go to the nodes holding the fewest, so with fewer than three
+# nodes some share one.
+for i in 1 2 3; do
+    [ -z "$(docker node ls -q --filter "node.label=wwws.redis-$i=true")" ] || continue
+    # shellcheck disable=SC2046
+    target=$(docker node inspect --format '{{.ID}} {{len .Spec.Labels}} {{range $k, $v := .Spec.Labels}}{{$k}} {{end}}' $(docker node ls -q) \
+        | awk '{n = 0; for (i = 3; i <= NF; i++) if ($i ~ /^wwws\.redis-/) n++; print n, $1}' | sort -n -k1,1 | head -n1 | cut -d' ' -f2)
+    docker node update --label-add "wwws.redis-$i=true" "$target" >/dev/null
+    step "Redis data node redis-$i placed on node $(docker node inspect --format '{{.Description.Hostname}}' "$target") (label wwws.redis-$i=true)"
+done
 export WWWS_TRAEFIK_REPLICAS=${WWWS_TRAEFIK_REPLICAS:-$((nodes < 2 ? 1 : 2))}
 export WWWS_SCALER_REPLICAS=$([ "${WWWS_SCALER:-0}" = 1 ] && echo 1 || echo 0)
 step "deploying stack '$WWWS_STACK' on $nodes node(s): Traefik x$WWWS_TRAEFIK_REPLICAS, scaler $([ "$WWWS_SCALER_REPLICAS" = 1 ] && echo on || echo off)"

@@ -206,24 +206,19 @@ class SwarmCluster:
 
     def redis_primary(self) -> str:
         """The Redis service the Sentinels name as primary (redis-1, -2 or -3)."""
+        return self.sentinel("get-master-addr-by-name", "wwws").split()[0]
+
+    def sentinel(self, *command: str) -> str:
+        """A SENTINEL command, answered by the first Sentinel task that answers."""
         for task in self.running_tasks("sentinel"):
             node = self.node_name(task["NodeID"])
             container = task["Status"]["ContainerStatus"]["ContainerID"]
             try:
-                answer = self.in_node(
-                    node,
-                    "exec",
-                    container,
-                    "redis-cli",
-                    "-p",
-                    "26379",
-                    "sentinel",
-                    "get-master-addr-by-name",
-                    "wwws",
+                return self.in_node(
+                    node, "exec", container, "redis-cli", "-p", "26379", "sentinel", *command
                 )
             except RuntimeError:
                 continue
-            return answer.split()[0]
         raise RuntimeError("no sentinel answers")
 
     def kill_task(self, name: str) -> None:

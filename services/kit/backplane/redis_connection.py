@@ -17,6 +17,7 @@ data nodes'.
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import resources
@@ -46,9 +47,23 @@ def _lua_source(package: str, names: tuple[str, ...]) -> str:
 
 
 SENTINEL_SCHEME = "redis+sentinel"
+# A Redis whose machine vanished sends no FIN and no RST: a connection that only waits
+# (the pub/sub one, idle pool ones) would hear nothing for the kernel's 2 hours, or
+# redis-py's default 30 s idle + 3 x 5 s probes, while publications go to the promoted
+# replica unseen. Probes after 2 s idle, every 1 s, and at most 5 s unanswered
+# (TCP_USER_TIMEOUT, also for data sent and never acknowledged) close it within ~5 s; a
+# live Redis answers probes from its kernel, so they cost nothing there.
+_KEEPALIVE: dict[int, int] = {
+    socket.TCP_KEEPIDLE: 2,
+    socket.TCP_KEEPINTVL: 1,
+    socket.TCP_KEEPCNT: 3,
+    socket.TCP_USER_TIMEOUT: 5000,
+}
 _CONNECTION_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
+    "socket_keepalive": True,
+    "socket_keepalive_options": _KEEPALIVE,
     "health_check_interval": 10,
 }
 
