@@ -53,6 +53,13 @@ async def test_no_ack_without_a_replica_holding_the_message(aiohttp_client, clus
             with pytest.raises(ClientError) as refused:
                 await alice.publish_again("durable", {"text": "held back"}, "idem-held")
             assert refused.value.code == "unavailable"
+            # stored on the primary but held by no replica: no reader gets it (a failover
+            # now would lose it and give its offset to another publication)
+            async with Client(ws_url(server), mint_token("carol", SECRET)) as carol:
+                joined = await carol.subscribe("durable")
+                assert joined["offset"] == first
+                texts = [item["data"]["text"] for item in joined["publications"]]
+                assert texts == ["replicated"]
         finally:
             for replica in cluster.replicas:
                 await asyncio.to_thread(replica.unpause)

@@ -61,6 +61,7 @@ class RedisBroker(Broker):
         self._history_max_age_ms = int(history_max_age * 1000)
         self._publish = connection.script(__package__, "window.lua", "publish.lua")
         self._history = connection.script(__package__, "window.lua", "history.lua")
+        self._confirm = connection.script(__package__, "confirm.lua")
         self._pubsub = connection.client.pubsub()
         # pub/sub channel name -> channel, for channels we listen to
         self._listening: dict[bytes, str] = {}
@@ -99,10 +100,11 @@ class RedisBroker(Broker):
         self, data: bytes, keys: list[str], args: list[Any], pubsub: str
     ) -> tuple[str, int]:
         """Store, wait until ``durable_ack.replicas`` replicas have it (WAIT, on the same
-        connection: a pipeline), and only then deliver it live and acknowledge it. A
-        publication nobody saw live and nobody was told is stored cannot reappear under
-        the same offset with other content after a failover: the promoted replica has
-        every acknowledged one, and subscribers never saw one it lacks."""
+        connection: a pipeline), and only then let readers see it (the stream's
+        ``durable`` mark, which history reads stop at), deliver it live and acknowledge
+        it. A publication nobody saw, live or in a read, and nobody was told is stored
+        cannot reappear under the same offset with other content after a failover: the
+        promoted replica has every acknowledged one, and no reader has one it lacks."""
         durable = self._redis.durable_ack
         client = self._redis.client
         async with client.pipeline(transaction=False) as pipe:
@@ -116,7 +118,7 @@ class RedisBroker(Broker):
                 f"after {durable.timeout_ms} ms: not acknowledged"
             )
         message = b"%b:%d:%b" % (epoch.encode(), top, data)
-        await self._redis.call(client.publish(pubsub, message))
+        await self._redis.run(self._confirm, [keys[0]], [epoch, top, pubsub, message])
         return epoch, top
 
     async def history(

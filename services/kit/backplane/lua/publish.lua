@@ -20,6 +20,12 @@ if not epoch then
   epoch = ARGV[2]
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  -- durable publishing: readers see up to 'durable', which confirm.lua raises once the
+  -- replicas hold a publication (history.lua)
+  if ARGV[8] == '0' then redis.call('HSET', KEYS[1], 'durable', 0) end
+elseif ARGV[8] == '0' and redis.call('HEXISTS', KEYS[1], 'durable') == 0 then
+  -- a stream written before durable publishing was on: what it holds stays readable
+  redis.call('HSET', KEYS[1], 'durable', redis.call('HGET', KEYS[1], 'top'))
 end
 
 -- Entries leaving the window take their idempotency keys with them, so the keys kept
