@@ -232,6 +232,10 @@ def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("wwws-traefik-gc", "wwws-traefik"))  # Go GC tuning on Traefik's memory
     if "wwws-asyncio" in results and "wwws-direct" in results:
         out.append(("wwws-direct", "wwws-asyncio"))  # uvloop (the default) vs asyncio
+    if "wwws-nofreeze" in results and "wwws-direct" in results:
+        out.append(
+            ("wwws-direct", "wwws-nofreeze")
+        )  # gc.freeze() after start-up (the default) or not
     if "wwws-fixed25" in results and "wwws-direct" in results:
         out.append(("wwws-direct", "wwws-fixed25"))  # the adaptive heartbeat's gain
     return out

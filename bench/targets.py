@@ -562,6 +562,15 @@ def target_catalog() -> dict[str, Target]:
             only=("fanout", "latency", "idle", "churn"),
         ),
         Target(
+            "wwws-nofreeze",
+            "wwws-nofreeze",
+            False,
+            "wwws chat replica, direct, start-up objects left in the GC's walk (WWWS_GC_FREEZE=0)",
+            "/chat/ws",
+            _wwws_protocol,
+            only=("fanout", "latency", "idle", "churn"),
+        ),
+        Target(
             "wwws-fixed25",
             "wwws-fixed",
             False,
@@ -645,7 +654,7 @@ def start_server(
     log = workdir / f"server-{kind}.log"
     if kind == "wwws-durable":
         redis_url += DURABLE_ACK_QUERY
-    if kind in ("wwws", "wwws-durable", "wwws-fixed", "wwws-asyncio"):
+    if kind in ("wwws", "wwws-durable", "wwws-fixed", "wwws-asyncio", "wwws-nofreeze"):
         secret = secrets.token_urlsafe(32)
         internal = free_port()
         env = {
@@ -665,6 +674,8 @@ def start_server(
             env["WWWS_HEARTBEAT_SECONDS"] = "25"  # what every replica did before it adapted
         if kind == "wwws-asyncio":
             env["WWWS_LOOP"] = "asyncio"  # the default is uvloop
+        if kind == "wwws-nofreeze":
+            env["WWWS_GC_FREEZE"] = "0"  # the default freezes: this is the replica without
         proc = Proc("wwws-chat", [sys.executable, "-m", "services.chat"], log, env)
         server.procs.append(proc)
         server.extra.update(secret=secret, internal=internal)
