@@ -62,7 +62,7 @@ class Settings:
     event_loop: str = "uvloop"
     #: once listening, move every object alive then out of the cyclic collector's sight
     #: (gc.freeze): later collections walk only what connections create. make bench
-    #: against wwws-nofreeze: p99 latency 0.45-0.90x in 3 of 3 runs (docs/benchmarks.md)
+    #: against wwws-nofreeze: p99 0.45-1.02x, max 0.42-0.88x over 4 runs (docs/benchmarks.md)
     gc_freeze: bool = True
     #: how often the replica reports its state to the admin console (0: never)
     report_seconds: float = 2.0
