@@ -221,6 +221,41 @@ class SwarmCluster:
                 continue
         raise RuntimeError("no sentinel answers")
 
+    def service_logs(self, name: str, tail: int = 60) -> str:
+        """The last lines of every container of the service on every node still up (a
+        failed test prints them: what the replicas saw is what explains it)."""
+        label = f"com.docker.swarm.service.name={STACK}_{name}"
+        out = []
+        for node in self.outer.containers.list(filters={"name": PREFIX}):
+            try:
+                ids = self.in_node(node.name, "ps", "-aq", "--filter", f"label={label}").split()
+                for container in ids:
+                    logs = self.in_node(node.name, "logs", "--tail", str(tail), container)
+                    out.append(f"--- {node.name} {container} ---\n{logs}")
+            except RuntimeError as exc:
+                out.append(f"--- {node.name}: {exc}")
+        return "\n".join(out)
+
+    def move_redis_primary(self, onto: set[str], timeout: float = 90.0) -> None:
+        """Fail the Redis primary over (SENTINEL FAILOVER) until one of the ``onto`` nodes
+        runs it. The command is refused while the Sentinels have not found the replicas
+        yet (NOGOODSLAVE, right after a deploy) or a failover is under way (INPROG), and
+        may promote a replica on a node not in ``onto``: asked again until it lands."""
+        deadline = time.monotonic() + timeout
+        answers = []
+        while True:
+            primary = self.redis_primary()
+            if next(iter(self.task_nodes(primary).values()), None) in onto:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the Redis primary ({primary}) not moved onto {sorted(onto)} within"
+                    f" {timeout}s; the Sentinels answered {answers[-5:]}"
+                )
+            answers.append(self.sentinel("failover", "wwws").strip())
+            # a failover the Sentinels accepted takes a few seconds to be visible
+            self.wait_for(lambda was=primary: self.redis_primary() != was, "", 15, quiet=True)
+
     def kill_task(self, name: str) -> None:
         """kill -9 of the service's running task (no clean shutdown)."""
         node, container = self.task_container(name)
@@ -229,7 +264,11 @@ class SwarmCluster:
     def kill_node(self, node: str) -> None:
         self.outer.containers.get(node).kill()
 
-    def wait_for(self, check: Any, what: str, timeout: float = 90.0) -> float:
+    def wait_for(
+        self, check: Any, what: str, timeout: float = 90.0, *, quiet: bool = False
+    ) -> float:
+        """Seconds until ``check()`` holds; past ``timeout`` an AssertionError (or, with
+        ``quiet``, the time waited)."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             try:
@@ -238,6 +277,8 @@ class SwarmCluster:
             except (docker.errors.APIError, docker.errors.NotFound, RuntimeError):
                 pass
             time.sleep(0.5)
+        if quiet:
+            return time.monotonic() - start
         raise AssertionError(f"{what}: not within {timeout}s")
 
 
