@@ -18,6 +18,9 @@ class Partition:
         self._writers: set[asyncio.StreamWriter] = set()
         self.cut_off = False
         self.frozen = False
+        # connections that sent a SUBSCRIBE (pub/sub ones), and those of them frozen
+        self._subscribers: set[asyncio.StreamWriter] = set()
+        self._frozen_links: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> Partition:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -56,6 +59,13 @@ class Partition:
     def thaw(self) -> None:
         self.frozen = False
 
+    def freeze_subscribers(self) -> int:
+        """Freeze only the pub/sub connections open now (those that sent a SUBSCRIBE):
+        commands still pass, publications stop reaching the subscribers, and nothing
+        closes. New connections pass. Returns how many were frozen."""
+        self._frozen_links |= self._subscribers
+        return len(self._subscribers)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut_off:
             writer.transport.abort()
@@ -66,15 +76,25 @@ class Partition:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, writer), self._pipe(up_reader, writer, writer)
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: asyncio.StreamWriter,  # the client side's writer names the connection
+    ) -> None:
+        upstream = writer is not link
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
-                if not self.frozen:
+                if upstream and b"SUBSCRIBE" in data.upper():
+                    self._subscribers.add(link)
+                if not self.frozen and link not in self._frozen_links:
                     writer.write(data)
                     await writer.drain()
-        if self.frozen:
+        if self.frozen or link in self._frozen_links:
             return  # a vanished machine sends no FIN: cut() ends it at the test's end
         writer.transport.abort()
         self._writers.discard(writer)

@@ -23,7 +23,7 @@ from services.kit import (
     build_app,
 )
 from services.kit.app import close_connections
-from services.kit.backplane import MemoryBackplane, RedisBackplane
+from services.kit.backplane import MemoryBackplane, RedisBackplane, broker_redis
 from services.telephony.app import create_app as create_telephony
 from services.ticker.app import create_app as create_ticker
 
@@ -111,6 +111,60 @@ async def test_clients_of_a_replica_cut_off_from_redis_are_moved_with_1013(
         await eventually(lambda: not ctx.replica.backplane_lost, what="backplane back")
         carol = await connect(client, "chat", "carol")
         await carol.close()
+
+
+@pytest.mark.redis
+async def test_a_silent_pubsub_connection_is_reopened_and_nothing_is_missed(
+    aiohttp_client, redis_url, monkeypatch
+):
+    """A pub/sub connection that stops carrying publications but never closes (a proxy or
+    a NAT that lost the path, a subscription left on a Redis the primary no longer feeds):
+    commands still work, so publishers are acknowledged, and only the replica's probes
+    notice. It opens the connection again, and its subscriber gets every acknowledged
+    publication once, in order, the missed ones read from the stream."""
+    monkeypatch.setattr(broker_redis, "PROBE_SECONDS", 0.3)
+    async with Partition(redis_url) as partition:
+        backplane = RedisBackplane(partition.url)
+        server = await aiohttp_client(create_chat(make_settings("chat"), backplane))
+        url = str(server.make_url("/chat/ws")).replace("http://", "ws://")
+        async with Client(url, token("alice")) as alice, Client(url, token("bob")) as bob:
+            await alice.subscribe("quiet-line")  # a publisher must be a member
+            await bob.subscribe("quiet-line")
+            first = await alice.publish("quiet-line", {"text": "before"})
+            received = [await anext(bob.messages())]
+            assert partition.freeze_subscribers() >= 1
+            sent = {first: "before"}
+            for i in range(10):
+                sent[await alice.publish("quiet-line", {"text": f"frozen {i}"})] = f"frozen {i}"
+
+            async def everything() -> bool:
+                received.extend(bob.drain_messages())
+                return bool(received) and received[-1][1] >= max(sent)
+
+            await eventually(everything, timeout=15, what="the publications after the freeze")
+            assert [(o, d["text"]) for _, o, d in received] == sorted(sent.items())
+            assert isinstance(backplane.broker, broker_redis.RedisBroker)
+            assert backplane.broker.pubsub_reopened >= 1
+
+
+@pytest.mark.redis
+async def test_a_malformed_pubsub_message_does_not_stop_live_delivery(aiohttp_client, redis_url):
+    """Something else publishes garbage on a channel's pub/sub name: it is logged and
+    dropped, and the replica's one live reader goes on delivering."""
+    backplane = RedisBackplane(redis_url)
+    server = await aiohttp_client(create_chat(make_settings("chat"), backplane))
+    url = str(server.make_url("/chat/ws")).replace("http://", "ws://")
+    async with Client(url, token("alice")) as alice, Client(url, token("bob")) as bob:
+        await alice.subscribe("garbled")
+        await bob.subscribe("garbled")
+        hub = server.app[CONTEXT].hub
+        _, _, pubsub_name = broker_redis.stream_keys(hub.backplane_channel("garbled"))
+        await backplane.connection.client.publish(pubsub_name, b"no offset here")
+        await asyncio.sleep(0.5)
+        print("READER", backplane.broker._reader)
+        offset = await alice.publish("garbled", {"text": "after the garbage"})
+        _, got, data = await asyncio.wait_for(anext(bob.messages()), 5)
+        assert (got, data["text"]) == (offset, "after the garbage")
 
 
 async def test_drain_completes_the_closing_handshake(replicas):

@@ -30,9 +30,18 @@ from .broker import (
 )
 from .redis_connection import RedisConnection
 
-__all__ = ["RedisBroker", "idempotency_keys", "stream_keys"]
+__all__ = ["PROBE_SECONDS", "RedisBroker", "idempotency_keys", "stream_keys"]
 
 log = logging.getLogger(__name__)
+
+# The live feed proves itself this often: a probe published through the command pool (to
+# the primary) must come back on the pub/sub connection. When PROBE_MISSES in a row do
+# not (a connection that carries nothing yet never closes, a subscription on a Redis the
+# primary's publications do not reach), the pub/sub connection is opened again, through
+# Sentinel where configured, and the resubscription reads what was missed from the
+# streams. Three misses, not one: a replica busy for a few seconds is not a lost feed.
+PROBE_SECONDS = 5.0
+PROBE_MISSES = 3
 
 
 def stream_keys(channel: str) -> tuple[str, str, str]:
@@ -71,6 +80,16 @@ class RedisBroker(Broker):
         # redis-py's PubSub is not safe for concurrent commands: two first subscribes would
         # each take a pool connection for it, and one would never be given back.
         self._pubsub_lock = asyncio.Lock()
+        self._probe_seconds = PROBE_SECONDS
+        self._probe_channel = b"wwws:probe:%b" % secrets.token_hex(8).encode()  # its own
+        self._probes_seen = 0  # the highest probe number heard back
+        self._prober: asyncio.Task[None] | None = None
+        # the prober is stopped by this, not cancelled: redis-py can swallow a
+        # cancellation that lands as a call completes, and close() would wait forever
+        self._stopping = asyncio.Event()
+        self._reopen_pubsub = False  # set by the prober, acted on by the reader
+        #: pub/sub connections opened again because probes did not come back
+        self.pubsub_reopened = 0
 
     async def publish(
         self, channel: str, data: bytes, *, history: bool = True, idempotency_key: str = ""
@@ -180,6 +199,9 @@ class RedisBroker(Broker):
         self._wake_reader.set()
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_live(), name="redis-live-reader")
+        running = self._prober is not None and not self._prober.done()
+        if self._probe_seconds > 0 and not running and not self._stopping.is_set():
+            self._prober = asyncio.create_task(self._probe_live(), name="redis-live-prober")
 
     async def _read_live(self) -> None:
         backoff = 0.1
@@ -197,9 +219,57 @@ class RedisBroker(Broker):
                 continue
             backoff = 0.1
             if message is not None:
-                self._handle(message)
+                try:
+                    self._handle(message)
+                except Exception:
+                    # one bad message must not end the reader: nothing would restart it
+                    # for the channels already listened to, and they would go quiet
+                    log.exception("handling a pub/sub message failed")
+            if self._reopen_pubsub:
+                await self._reopen()
+
+    async def _reopen(self) -> None:
+        """Close the pub/sub connection (in the reader, which owns it): the next read opens
+        a new one, asking Sentinel for the primary again, and resubscribes everything;
+        each channel's `subscribe` reply then starts a read of what was missed."""
+        self._reopen_pubsub = False
+        self.pubsub_reopened += 1
+        log.warning("redis pub/sub carries no probes: opening it again")
+        connection = self._pubsub.connection
+        if connection is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await connection.disconnect()
+
+    async def _probe_live(self) -> None:
+        """Publish a numbered probe to this broker's own channel every probe interval and
+        check that the previous one came back (see PROBE_SECONDS)."""
+        channel = self._probe_channel
+        number = 0  # of the last probe published
+        pending = 0  # the probe published last round, 0 if none could be
+        misses = 0
+        while not self._stopping.is_set():
+            if pending:
+                misses = 0 if self._probes_seen >= pending else misses + 1
+                if misses >= PROBE_MISSES:
+                    misses = 0
+                    self._reopen_pubsub = True
+            pending = 0
+            try:
+                if channel not in self._pubsub.channels:
+                    async with self._pubsub_lock:
+                        await self._pubsub.subscribe(channel)
+                number += 1
+                await self._redis.call(self._redis.client.publish(channel, b"%d" % number))
+                pending = number
+            except (BackplaneUnavailable, RedisError, OSError):
+                misses = 0  # Redis is away: the reader's own reconnects deal with that
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._probe_seconds)
 
     def _handle(self, message: dict[str, Any]) -> None:
+        if message["type"] == "message" and message["channel"] == self._probe_channel:
+            self._probes_seen = max(self._probes_seen, int(message["data"]))
+            return
         channel = self._listening.get(message["channel"])
         if channel is None:
             return
@@ -215,6 +285,11 @@ class RedisBroker(Broker):
             self._deliver(channel, epoch.decode(), Publication(int(offset), data))
 
     async def close(self) -> None:
+        self._stopping.set()
+        if self._prober is not None:
+            _, late = await asyncio.wait({self._prober}, timeout=2)
+            for task in late:
+                task.cancel()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
