@@ -9,6 +9,7 @@ import pytest
 from helpers import eventually
 
 from services.kit.backplane import MAX_OFFSET, NO_EPOCH, Publication, RedisBackplane
+from services.kit.backplane.broker_redis import stream_keys
 from services.kit.hub import ChannelHub, SubscribeResult
 from services.kit.protocol import Since
 
@@ -301,6 +302,25 @@ async def test_live_delivery_recovers_after_the_redis_connection_drops(redis_url
     assert recorder.offsets == [1, 2, 3, 4, 5, 6]
     await backplane.close()
     await other.close()
+
+
+@pytest.mark.redis
+async def test_a_stream_written_with_durable_acks_stays_readable_after_they_are_off(redis_url):
+    """Readers stop at a durable stream's `durable` mark (what the replicas hold); a
+    deployment that turns durable acks off again must not leave later publications
+    behind that mark, which nothing raises any more."""
+    backplane = RedisBackplane(redis_url)
+    await backplane.connection.client.flushdb()
+    hub = ChannelHub(backplane, "t")
+    await hub.publish("room", b'{"n":1}')
+    meta, _, _ = stream_keys(hub.backplane_channel("room"))
+    # as a durable publisher leaves it: held by the replicas up to offset 1
+    await backplane.connection.client.hset(meta, "durable", 1)
+    for n in (2, 3):
+        await hub.publish("room", b'{"n":%d}' % n)
+    read = await backplane.broker.history(hub.backplane_channel("room"), since=0, limit=10)
+    assert (read.top, [p.offset for p in read.publications]) == (3, [1, 2, 3])
+    await backplane.close()
 
 
 @pytest.mark.redis

@@ -62,6 +62,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
 if ARGV[8] == '1' then
+  -- durable acks turned off on a stream written with them: readers must no longer stop
+  -- at the old mark, which nothing raises now. After the XADD, not first: a script's
+  -- first write is where Redis refuses it when out of memory, and HDEL never is.
+  redis.call('HDEL', KEYS[1], 'durable')
   redis.call('PUBLISH', ARGV[5], epoch .. ':' .. top .. ':' .. ARGV[1])
 end
 return {epoch, top, 1}
