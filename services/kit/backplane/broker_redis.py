@@ -267,11 +267,11 @@ class RedisBroker(Broker):
                 await asyncio.wait_for(self._stopping.wait(), self._probe_seconds)
 
     def _handle(self, message: dict[str, Any]) -> None:
-        if message["type"] == "message" and message["channel"] == self._probe_channel:
-            self._probes_seen = max(self._probes_seen, int(message["data"]))
-            return
         channel = self._listening.get(message["channel"])
         if channel is None:
+            # looked at only here, off the path of the channels' own publications
+            if message["type"] == "message" and message["channel"] == self._probe_channel:
+                self._probes_seen = max(self._probes_seen, int(message["data"]))
             return
         if message["type"] == "subscribe":
             future = self._confirmed.get(channel)

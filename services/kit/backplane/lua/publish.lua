@@ -3,7 +3,9 @@
 -- ARGV: data, a fresh epoch, max length, TTL ms, pub/sub channel, max age ms,
 -- idempotency key ('' for none), '1' to PUBLISH it live here ('0': the caller publishes
 -- once replicas hold it, see broker_redis). Returns {epoch, offset, 1 if stored now}.
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+-- one read for both: 'durable' is the mark durable publishing keeps (see below)
+local head = redis.call('HMGET', KEYS[1], 'epoch', 'durable')
+local epoch, durable = head[1], head[2]
 local max_length = tonumber(ARGV[3])
 local max_age = tonumber(ARGV[6])
 local key = ARGV[7]
@@ -23,7 +25,7 @@ if not epoch then
   -- durable publishing: readers see up to 'durable', which confirm.lua raises once the
   -- replicas hold a publication (history.lua)
   if ARGV[8] == '0' then redis.call('HSET', KEYS[1], 'durable', 0) end
-elseif ARGV[8] == '0' and redis.call('HEXISTS', KEYS[1], 'durable') == 0 then
+elseif ARGV[8] == '0' and not durable then
   -- a stream written before durable publishing was on: what it holds stays readable
   redis.call('HSET', KEYS[1], 'durable', redis.call('HGET', KEYS[1], 'top'))
 end
@@ -65,7 +67,7 @@ if ARGV[8] == '1' then
   -- durable acks turned off on a stream written with them: readers must no longer stop
   -- at the old mark, which nothing raises now. After the XADD, not first: a script's
   -- first write is where Redis refuses it when out of memory, and HDEL never is.
-  redis.call('HDEL', KEYS[1], 'durable')
+  if durable then redis.call('HDEL', KEYS[1], 'durable') end
   redis.call('PUBLISH', ARGV[5], epoch .. ':' .. top .. ':' .. ARGV[1])
 end
 return {epoch, top, 1}
