@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .backplane import NO_EPOCH, Backplane, BackplaneUnavailable, Publication, ReadResult
 from .protocol import Since, msg_frame
+from .recent_window import RecentWindow
 
 __all__ = ["ChannelHub", "SubscribeResult", "Subscriber"]
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 # loading (seconds): the first wait, doubling up to the last
 READ_RETRY_FIRST = 0.05
 READ_RETRY_MAX = 1.0
+# How long a channel's recent window answers subscribers after the last read or live
+# publication confirmed it (seconds; 0: always read Redis). See recent_window.py.
+RECENT_TRUST_SECONDS = 5.0
 
 
 class Subscriber(Protocol):
@@ -62,6 +67,8 @@ class _LocalChannel:
     filling: bool = False
     ephemeral: bool = False  # no stream: publications are delivered as they come
     held: list[tuple[str, Publication]] = field(default_factory=list)
+    # the newest publications up to last_offset, when known: answers new subscribers
+    recent: RecentWindow | None = None
 
     @property
     def empty(self) -> bool:
@@ -76,10 +83,12 @@ class ChannelHub:
         fill_limit: int = 1000,
         on_fanout: Callable[[Publication, int], None] | None = None,
         on_delivered: Callable[[int], None] | None = None,
+        recent_trust_seconds: float = RECENT_TRUST_SECONDS,
     ) -> None:
         self._broker = backplane.broker
         self._prefix = f"{namespace}:"
         self._fill_limit = fill_limit
+        self._recent_trust = recent_trust_seconds
         self._channels: dict[str, _LocalChannel] = {}
         self._on_fanout = on_fanout
         # frames queued for clients, counted once per fan-out (not once per frame)
@@ -144,16 +153,21 @@ class ChannelHub:
         """Join ``channel``: read what ``since`` missed (or the latest ``window``), call
         ``before_live`` with it (to queue the reply), then flush what arrived meanwhile."""
         local = await self._attach(channel, subscriber)
-        try:
-            result = await self._read_for(channel, since, window)
-        except BaseException:
-            local.joining.pop(subscriber, None)
-            await self._detach_if_empty(local)
-            raise
-        if local.epoch is None or local.epoch == NO_EPOCH:
-            local.epoch = result.epoch
-        if local.last_offset is None:
-            local.last_offset = result.offset
+        size = min(window, self._fill_limit)
+        result = self._read_recent(local, since, size)
+        if result is None:
+            try:
+                result = await self._read_for(channel, since, window)
+            except BaseException:
+                local.joining.pop(subscriber, None)
+                await self._detach_if_empty(local)
+                raise
+            if local.epoch is None or local.epoch == NO_EPOCH:
+                local.epoch = result.epoch
+            if local.last_offset is None:
+                local.last_offset = result.offset
+            if since is None:
+                self._remember(local, result, size)
         if subscriber not in local.joining or self._channels.get(channel) is not local:
             return result  # unsubscribed meanwhile
         buffered = local.joining.pop(subscriber)
@@ -185,6 +199,39 @@ class ChannelHub:
         return await self._broker.history(name, since=before, limit=limit, reverse=True)
 
     # -- internals ------------------------------------------------------------------
+    def _read_recent(
+        self, local: _LocalChannel, since: Since | None, size: int
+    ) -> SubscribeResult | None:
+        """The answer to a subscriber from the channel's recent window, when it holds
+        one that is current and covers what is asked; None: read the stream."""
+        recent = local.recent
+        if recent is None or local.filling or local.epoch is None:
+            return None
+        if recent.top != local.last_offset or recent.size != size:
+            return None
+        if time.monotonic() - recent.checked_at > self._recent_trust:
+            local.recent = None  # unconfirmed for too long: the next read renews it
+            return None
+        if since is None:
+            return SubscribeResult(local.epoch, recent.top, False, recent.latest())
+        if since.epoch != local.epoch or local.epoch == NO_EPOCH:
+            return None
+        missed = recent.after(since.offset)
+        if missed is None:
+            return None
+        return SubscribeResult(local.epoch, recent.top, True, missed)
+
+    def _remember(self, local: _LocalChannel, read: SubscribeResult, size: int) -> None:
+        """Keep a read of the latest window as the channel's recent window, if it is what
+        the channel has delivered up to now (a live publication may have overtaken it)."""
+        if self._recent_trust <= 0 or local.filling or local.ephemeral:
+            return
+        if read.epoch != local.epoch or read.offset != local.last_offset:
+            return
+        local.recent = RecentWindow.from_read(
+            size, read.offset, read.publications, time.monotonic()
+        )
+
     async def _attach(self, channel: str, subscriber: Subscriber) -> _LocalChannel:
         local = self._channels.get(channel)
         if local is None:
@@ -251,6 +298,7 @@ class ChannelHub:
             # The stream was lost and restarted. Held like a gap, and handled by the one
             # fill task: two restarts at once would each hand out part of the new stream.
             local.filling = True
+            local.recent = None
             local.held.append((epoch, publication))
             self._spawn(self._fill_gap(local))
             return
@@ -266,6 +314,9 @@ class ChannelHub:
 
     def _fan_out(self, local: _LocalChannel, publication: Publication) -> None:
         local.last_offset = publication.offset
+        recent = local.recent
+        if recent is not None and not recent.extend(publication, time.monotonic()):
+            local.recent = None
         for pending in local.joining.values():
             pending.append(publication)
         if not local.live:
@@ -325,6 +376,7 @@ class ChannelHub:
                         # Older than the history window: jump forward, subscribers learn of
                         # the gap from the offsets and can resubscribe with `since`.
                         local.last_offset = found.top
+                        local.recent = None
                     break
         except Exception:
             log.exception("could not fill a gap on %s", local.name)
@@ -347,6 +399,7 @@ class ChannelHub:
         log.warning("channel %s changed epoch %s -> %s", local.name, local.epoch, epoch)
         local.epoch = epoch
         local.last_offset = None
+        local.recent = None
         subscribers = list(local.live)
         local.live.clear()
         for subscriber in subscribers:
@@ -386,6 +439,9 @@ class ChannelHub:
         local = self._channels.get(name.removeprefix(self._prefix))
         if local is None or local.ephemeral or not name.startswith(self._prefix):
             return
+        # the live feed reconnected: what Redis holds now may not be what was delivered
+        # (a failover, a restart that lost data), so the window is read again
+        local.recent = None
         if not local.filling:
             local.filling = True
             self._spawn(self._fill_gap(local))
