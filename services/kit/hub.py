@@ -96,6 +96,7 @@ class ChannelHub:
         self._tasks: set[asyncio.Task[None]] = set()
         # kit-wide channels outside the namespace (revocations): full name -> receiver
         self._outside: dict[str, Callable[[Publication], None]] = {}
+        self._outside_resync: dict[str, Callable[[], None]] = {}
         self._broker.set_callbacks(self._on_live, self._on_resync)
 
     def backplane_channel(self, channel: str) -> str:
@@ -128,10 +129,18 @@ class ChannelHub:
             idempotency_key=idempotency_key,
         )
 
-    async def listen_outside(self, channel: str, receive: Callable[[Publication], None]) -> None:
+    async def listen_outside(
+        self,
+        channel: str,
+        receive: Callable[[Publication], None],
+        resync: Callable[[], None] | None = None,
+    ) -> None:
         """Hear a kit-wide ephemeral channel (its full backplane name, outside the
-        service's namespace) for the replica's life: ``receive`` gets each publication."""
+        service's namespace) for the replica's life: ``receive`` gets each publication,
+        ``resync`` is called when the live feed reconnected (some may have been missed)."""
         self._outside[channel] = receive
+        if resync is not None:
+            self._outside_resync[channel] = resync
         await self._broker.listen(channel)
 
     async def subscribe_live(self, subscriber: Subscriber, channel: str) -> None:
@@ -436,6 +445,10 @@ class ChannelHub:
             local.live[subscriber] = position
 
     def _on_resync(self, name: str) -> None:
+        outside = self._outside_resync.get(name)
+        if outside is not None:
+            outside()
+            return
         local = self._channels.get(name.removeprefix(self._prefix))
         if local is None or local.ephemeral or not name.startswith(self._prefix):
             return

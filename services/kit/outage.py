@@ -61,6 +61,7 @@ async def watch_backplane(ctx: ServiceContext, stop: asyncio.Event) -> None:
         try:
             await asyncio.wait_for(ctx.backplane.ping(), PROBE_TIMEOUT)
             reachable = True
+            ctx.replica.backplane_answered_at = time.monotonic()
         except Exception:  # BackplaneUnavailable, a timeout: whatever it is, no backplane
             reachable = False
         if outage.observe(reachable):

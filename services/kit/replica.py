@@ -1,10 +1,12 @@
-"""State of this replica that the health endpoints and the drain read."""
+"""State of this replica that the health endpoints, the drain and the handshake read."""
 
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from .known_revocations import KnownRevocations
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -25,6 +27,10 @@ class ReplicaState:
     outbound_peak: int = 0  # the largest of closed connections
     #: the latest event-loop lag sample, seconds (loop_lag.py)
     loop_lag: float = 0.0
+    #: when the backplane watch last heard the backplane answer (time.monotonic)
+    backplane_answered_at: float = float("-inf")
+    #: users' revocations as last read (known_revocations.py)
+    known_revocations: KnownRevocations = field(default_factory=KnownRevocations)
 
     def peak_outbound_bytes(self) -> float:
         live = max((c.outbound_peak_bytes for c in self.connections), default=0)

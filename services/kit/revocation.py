@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import orjson
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 #: outside every service's namespace: all services hear it
 REVOCATION_CHANNEL = "wwws:revocations"
 LISTEN_RETRY_SECONDS = 1.0
+# A kept revocation answer stands in for a read only while the backplane watch (which
+# probes about every second) heard Redis this recently (seconds).
+ANSWERED_WITHIN = 2.0
 
 
 def is_revoked(issued_at: float | None, revoked_at: float | None) -> bool:
@@ -48,8 +52,18 @@ def is_revoked(issued_at: float | None, revoked_at: float | None) -> bool:
 
 async def check_not_revoked(ctx: ServiceContext, identity: Identity) -> None:
     """:class:`AuthError` (401) for a revoked token; BackplaneUnavailable when the
-    revocation store cannot answer (the handshake is then refused with 503)."""
-    revoked_at = await ctx.backplane.revocations.revoked_at(identity.user)
+    revocation store cannot answer (the handshake is then refused with 503).
+
+    A recent answer for the user (known_revocations.py) is used instead of a read only
+    while the backplane watch heard the backplane within :data:`ANSWERED_WITHIN`, so a
+    replica cut off from Redis still refuses handshakes with 503 as it did."""
+    known = ctx.replica.known_revocations
+    found, revoked_at = known.lookup(identity.user)
+    answered = time.monotonic() - ctx.replica.backplane_answered_at <= ANSWERED_WITHIN
+    if not (found and answered):
+        generation = known.generation
+        revoked_at = await ctx.backplane.revocations.revoked_at(identity.user)
+        known.remember(identity.user, revoked_at, generation)
     if is_revoked(identity.issued_at, revoked_at):
         raise AuthError(401, "token revoked: log in again")
 
@@ -57,6 +71,7 @@ async def check_not_revoked(ctx: ServiceContext, identity: Identity) -> None:
 async def revoke_user(ctx: ServiceContext, user: str) -> float:
     """Record the revocation, then announce it; returns its time (s since the epoch)."""
     at = await ctx.backplane.revocations.revoke(user, ctx.settings.revocation_keep_seconds)
+    ctx.replica.known_revocations.heard(user)  # here at once, before its announcement
     payload = orjson.dumps({"user": user, "at": at})
     await ctx.backplane.broker.publish(REVOCATION_CHANNEL, payload, history=False)
     log.info("user revoked", extra={"event": "revoke", "user": user})
@@ -69,7 +84,9 @@ def close_revoked(ctx: ServiceContext, publication: Publication) -> None:
         user, at = str(notice["user"]), float(notice["at"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         log.warning("ignored a malformed revocation")
+        ctx.replica.known_revocations.forget_all()  # whose it was is not known
         return
+    ctx.replica.known_revocations.heard(user)
     for conn in list(ctx.replica.connections):
         if conn.user == user and is_revoked(conn.issued_at, at):
             conn.close(CloseCode.REVOKED, "revoked: do not reconnect with this token")
@@ -80,7 +97,11 @@ async def _listen(ctx: ServiceContext, stop: asyncio.Event) -> None:
     broker itself listens again after a reconnect)."""
     while not stop.is_set():
         try:
-            await ctx.hub.listen_outside(REVOCATION_CHANNEL, lambda p: close_revoked(ctx, p))
+            known = ctx.replica.known_revocations
+            await ctx.hub.listen_outside(
+                REVOCATION_CHANNEL, lambda p: close_revoked(ctx, p), known.forget_all
+            )
+            known.hearing = True
             return
         except BackplaneUnavailable:
             await wait_or_stop(stop, LISTEN_RETRY_SECONDS)

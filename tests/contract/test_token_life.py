@@ -11,11 +11,14 @@ import aiohttp
 import jwt
 import pytest
 from helpers import SECRET, eventually, receive_close, receive_op
-from replicas import connect, token
+from partition import Partition
+from replicas import connect, make_settings, token
 
 from clients.wwws import Client
 from services.chat.app import create_app as create_chat
 from services.kit import CONTEXT, mint_token, revoke_user
+from services.kit.backplane import RedisBackplane
+from services.kit.revocation import ANSWERED_WITHIN
 from services.ticker.app import create_app as create_ticker
 
 
@@ -185,3 +188,32 @@ async def test_python_client_without_provider_stops_on_4010_and_on_revocation(re
     async with Client(ws_url(server), token("bob"), token_provider=provider) as bob:
         await revoke_user(server.app[CONTEXT], "bob")
         await eventually(lambda: bob.stopped_with == 4011, what="stopped with 4011")
+
+
+@pytest.mark.redis
+async def test_a_kept_revocation_answer_stands_in_only_while_redis_is_heard(
+    aiohttp_client, redis_url
+):
+    """A user connecting again soon is not asked about in Redis, but only while the
+    backplane watch hears Redis; a reconnect of the live feed forgets every answer."""
+    async with Partition(redis_url) as partition:
+        backplane = RedisBackplane(partition.url)
+        client = await aiohttp_client(create_chat(make_settings("chat"), backplane))
+        replica = client.app[CONTEXT].replica
+        known = replica.known_revocations
+        await eventually(lambda: known.hearing, what="the replica hears revocations")
+        await (await open_ws(client, "chat", token("alice"))).close()
+        assert known.lookup("alice") == (True, None)
+        partition.cut()
+        replica.backplane_answered_at = time.monotonic()  # as the watch's last probe
+        again = await open_ws(client, "chat", token("alice"))  # no read: Redis is cut
+        await again.close()
+        # the watch has not heard Redis for longer than the bound: the read is made, fails
+        replica.backplane_answered_at = time.monotonic() - ANSWERED_WITHIN - 0.5
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/chat/ws", params={"token": token("alice")})
+        assert refused.value.status == 503
+        generation = known.generation
+        partition.heal()
+        await eventually(lambda: known.generation > generation, what="the feed resynced")
+        assert known.lookup("alice") == (False, None)

@@ -262,7 +262,7 @@ async def test_with_no_trust_every_subscriber_reads_the_stream():
 async def test_a_window_read_while_a_live_publication_overtakes_it_is_not_kept():
     """The first subscriber's read and a publication cross: the read saw 1, the live
     feed has delivered 2 meanwhile. The kept window would lack 2: it is not kept."""
-    state, hub, reads = counted()
+    _, hub, reads = counted()
     backplane_history = hub._broker.history  # the recording one
 
     async def crossing(channel, since=None, limit=100, reverse=False):  # type: ignore[no-untyped-def]
