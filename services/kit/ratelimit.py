@@ -18,6 +18,8 @@ class FloodGuard:
     """``rate`` frames per second on average, bursts of ``burst``; after ``strikes``
     refused frames within one refill of the bucket the verdict is CLOSE."""
 
+    __slots__ = ("_burst", "_last", "_rate", "_strikes", "_strikes_allowed", "_tokens")
+
     def __init__(self, rate: float, burst: int, strikes: int = 20) -> None:
         self._rate = rate
         self._burst = float(burst)

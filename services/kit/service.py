@@ -113,6 +113,9 @@ class ServiceContext(Generic[StateT]):
     replica: ReplicaState
     verifier: TokenVerifier
     heartbeat: Heartbeat
+    #: every op a client may send, by name (filled by the session on first use: one
+    #: dict for the replica, not one per connection)
+    ops: dict[str, OpHandler[Any]] = field(default_factory=dict, repr=False)
     _state: Any = field(default=_NO_STATE, repr=False)
 
     @property

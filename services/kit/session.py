@@ -178,12 +178,9 @@ async def op_ping(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> 
 
 async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketResponse) -> None:
     """Dispatch the client's frames until either side closes."""
-    ops: dict[str, OpHandler[Any]] = {
-        **CHANNEL_OPS,
-        "refresh": op_refresh,
-        "ping": op_ping,
-        **ctx.spec.ops,
-    }
+    ops = ctx.ops
+    if not ops:
+        ops.update({**CHANNEL_OPS, "refresh": op_refresh, "ping": op_ping, **ctx.spec.ops})
     guard = FloodGuard(FRAME_RATE, FRAME_BURST)
     max_frame_bytes = ctx.settings.max_frame_bytes
     while True:
