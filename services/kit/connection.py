@@ -59,7 +59,6 @@ class Connection:
         "close_code",
         "ended",
         "expires_at",
-        "expiry_timer",
         "heartbeat_told",
         "id",
         "issued_at",
@@ -97,8 +96,6 @@ class Connection:
         #: the token's ``exp`` and ``iat`` (seconds since the epoch), moved by a refresh
         self.expires_at = math.inf
         self.issued_at: float | None = None
-        #: the next step of the token's life: the refresh notice, then the close at exp
-        self.expiry_timer: asyncio.TimerHandle | None = None
         #: a ping was sent and no frame came back since (heartbeat.py)
         self.ping_outstanding = False
         #: the heartbeat interval this client was last told (hello or `heartbeat`)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .auth import TokenVerifier
     from .backplane import Backplane
     from .connection import Connection
+    from .deadlines import Deadlines
     from .heartbeat import Heartbeat
     from .hub import ChannelHub
     from .metrics import Metrics
@@ -116,6 +117,10 @@ class ServiceContext(Generic[StateT]):
     #: every op a client may send, by name (filled by the session on first use: one
     #: dict for the replica, not one per connection)
     ops: dict[str, OpHandler[Any]] = field(default_factory=dict, repr=False)
+    #: the connections' token deadlines (token_expiry.py), made on first use
+    token_deadlines: tuple[Deadlines[Connection], Deadlines[Connection]] | None = field(
+        default=None, repr=False
+    )
     _state: Any = field(default=_NO_STATE, repr=False)
 
     @property
