@@ -267,6 +267,35 @@ async def test_presence_counts_users_once_and_expires(backplanes):
     assert await presence.members("other") == set()
 
 
+async def test_a_burst_of_joins_and_leaves_counts_each_user_once(backplanes, backplane_factory):
+    """50 connections of 10 users join at once, then leave at once: one user's first join
+    and last leave are the ones reported, whatever was sent together. On Redis the burst
+    goes as a few script calls, not one per connection (script_batch.py)."""
+    presence = backplanes().presence
+    conns = [(f"u{n % 10}", f"r1/c{n}") for n in range(50)]
+    calls_before = _script_calls(backplane_factory)
+    joined = await asyncio.gather(*(presence.join("room", u, c, ttl=5) for u, c in conns))
+    firsts = [user for (user, _), first in zip(conns, joined, strict=True) if first]
+    assert sorted(firsts) == [f"u{n}" for n in range(10)]
+    assert await presence.members("room") == {f"u{n}" for n in range(10)}
+    left = await asyncio.gather(*(presence.leave("room", u, c) for u, c in conns))
+    lasts = [user for (user, _), last in zip(conns, left, strict=True) if last]
+    assert sorted(lasts) == [f"u{n}" for n in range(10)]
+    assert await presence.members("room") == set()
+    if backplane_factory.kind == "redis":
+        # 100 joins and leaves, 2 member reads: a handful of calls, not 102
+        assert _script_calls(backplane_factory) - calls_before <= 10
+
+
+def _script_calls(backplane_factory) -> int:  # type: ignore[no-untyped-def]
+    if backplane_factory.kind != "redis":
+        return 0
+    stats = backplane_factory.client().info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0)) + int(
+        stats.get("cmdstat_eval", {}).get("calls", 0)
+    )
+
+
 async def test_presence_refresh_extends_and_re_creates_lost_entries(backplanes, backplane_factory):
     presence = backplanes().presence
     await presence.join("room", "bob", "r1/a", ttl=5)

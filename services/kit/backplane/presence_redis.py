@@ -8,10 +8,12 @@ from typing import Any
 
 from .presence import Presence, PresenceEntry, node_of
 from .redis_connection import RedisConnection
+from .script_batch import ScriptBatch
 
 __all__ = ["RedisPresence"]
 
 REFRESH_BATCH = 250  # entries per script call: keeps each call short
+JOIN_BATCH = 250  # joins (or leaves) of one loop iteration per script call
 CLEAR_BATCH = 500  # a dead replica's entries removed per script call
 
 
@@ -33,8 +35,13 @@ class RedisPresence(Presence):
     def __init__(self, connection: RedisConnection) -> None:
         self._redis = connection
         script = connection.script
-        self._join = script(__package__, "clock.lua", "presence_join.lua")
-        self._leave = script(__package__, "clock.lua", "presence_leave.lua")
+        # joins and leaves of one loop iteration go as one script call (script_batch.py)
+        self._join = ScriptBatch(
+            connection, script(__package__, "clock.lua", "presence_join.lua"), JOIN_BATCH
+        )
+        self._leave = ScriptBatch(
+            connection, script(__package__, "clock.lua", "presence_leave.lua"), JOIN_BATCH
+        )
         self._refresh = script(__package__, "clock.lua", "presence_refresh.lua")
         self._members = script(__package__, "clock.lua", "presence_members.lua")
         self._contains = script(__package__, "clock.lua", "presence_contains.lua")
@@ -44,11 +51,11 @@ class RedisPresence(Presence):
     async def join(self, group: str, user: str, conn: str, ttl: float) -> bool:
         keys = [*_keys(group, user), _node_index(node_of(conn))]
         args = [user, conn, int(ttl * 1000), group]
-        return bool(await self._redis.run(self._join, keys, args))
+        return bool(await self._join.call(keys, args))
 
     async def leave(self, group: str, user: str, conn: str) -> bool:
         keys = [*_keys(group, user), _node_index(node_of(conn))]
-        return bool(await self._redis.run(self._leave, keys, [user, conn, group]))
+        return bool(await self._leave.call(keys, [user, conn, group]))
 
     async def refresh(self, entries: Iterable[PresenceEntry], ttl: float) -> list[PresenceEntry]:
         batch = list(entries)
