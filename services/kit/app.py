@@ -28,7 +28,7 @@ from .replica import ReplicaState
 from .replica_report import report_lifecycle
 from .revocation import revocation_lifecycle
 from .service import CONTEXT, ServiceContext, ServiceSpec, StateT
-from .session import websocket_endpoint
+from .session import client_ops, websocket_endpoint
 from .settings import Settings
 
 __all__ = ["CONTEXT", "build_app", "close_connections"]
@@ -73,6 +73,7 @@ def build_app(
         replica=replica,
         verifier=_token_verifier(settings),
         heartbeat=Heartbeat(settings.heartbeat_policy, replica, metrics, time.monotonic),
+        ops=client_ops(spec),
     )
     metrics.outbound_peak.set_function(ctx.replica.peak_outbound_bytes)
     app[CONTEXT] = ctx

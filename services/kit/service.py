@@ -114,8 +114,7 @@ class ServiceContext(Generic[StateT]):
     replica: ReplicaState
     verifier: TokenVerifier
     heartbeat: Heartbeat
-    #: every op a client may send, by name (filled by the session on first use: one
-    #: dict for the replica, not one per connection)
+    #: every op a client may send, by name (session.client_ops: one table per replica)
     ops: dict[str, OpHandler[Any]] = field(default_factory=dict, repr=False)
     #: the connections' token deadlines (token_expiry.py), made on first use
     token_deadlines: tuple[Deadlines[Connection], Deadlines[Connection]] | None = field(

@@ -38,10 +38,16 @@ from .protocol import (
 )
 from .ratelimit import FloodGuard, Verdict
 from .revocation import check_not_revoked
-from .service import CONTEXT, OpHandler, ServiceContext
+from .service import CONTEXT, OpHandler, ServiceContext, ServiceSpec
 from .token_expiry import op_refresh, stop_expiry, watch_expiry
 
-__all__ = ["FRAME_BURST", "FRAME_RATE", "HARD_FRAME_LIMIT_FACTOR", "websocket_endpoint"]
+__all__ = [
+    "FRAME_BURST",
+    "FRAME_RATE",
+    "HARD_FRAME_LIMIT_FACTOR",
+    "client_ops",
+    "websocket_endpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +182,14 @@ async def op_ping(ctx: ServiceContext, conn: Connection, frame: ClientFrame) -> 
     conn.send(encode(reply), "pong")
 
 
+def client_ops(spec: ServiceSpec[Any]) -> dict[str, OpHandler[Any]]:
+    """Every op a client of ``spec``'s service may send, by name (built once per replica)."""
+    return {**CHANNEL_OPS, "refresh": op_refresh, "ping": op_ping, **spec.ops}
+
+
 async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketResponse) -> None:
     """Dispatch the client's frames until either side closes."""
     ops = ctx.ops
-    if not ops:
-        ops.update({**CHANNEL_OPS, "refresh": op_refresh, "ping": op_ping, **ctx.spec.ops})
     guard = FloodGuard(FRAME_RATE, FRAME_BURST)
     max_frame_bytes = ctx.settings.max_frame_bytes
     while True:
