@@ -12,6 +12,8 @@ announcements at all.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -35,8 +37,25 @@ class KnownRevocations:
         self._entries: dict[str, tuple[float | None, float]] = {}
         #: raised by every announcement and reconnect: a read started before one is stale
         self.generation = 0
-        #: True while the replica hears the announcements (set by revocation.py)
-        self.hearing = False
+        self._hearing = asyncio.Event()
+
+    @property
+    def hearing(self) -> bool:
+        """True once the replica hears the announcements (set by revocation.py)."""
+        return self._hearing.is_set()
+
+    @hearing.setter
+    def hearing(self, value: bool) -> None:
+        if value:
+            self._hearing.set()
+        else:
+            self._hearing.clear()
+
+    async def until_hearing(self, seconds: float) -> bool:
+        """Whether the replica hears the announcements, waiting ``seconds`` at most."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hearing.wait(), seconds)
+        return self.hearing
 
     def lookup(self, user: str) -> tuple[bool, float | None]:
         """``(True, revoked_at)`` when a kept answer is current, else ``(False, None)``."""

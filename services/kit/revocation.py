@@ -39,6 +39,8 @@ LISTEN_RETRY_SECONDS = 1.0
 # A kept revocation answer stands in for a read only while the backplane watch (which
 # probes about every second) heard Redis this recently (seconds).
 ANSWERED_WITHIN = 2.0
+# A replica's first handshakes wait this long (seconds) for it to hear announcements.
+HEARING_WAIT = 2.0
 
 
 def is_revoked(issued_at: float | None, revoked_at: float | None) -> bool:
@@ -56,8 +58,14 @@ async def check_not_revoked(ctx: ServiceContext, identity: Identity) -> None:
 
     A recent answer for the user (known_revocations.py) is used instead of a read only
     while the backplane watch heard the backplane within :data:`ANSWERED_WITHIN`, so a
-    replica cut off from Redis still refuses handshakes with 503 as it did."""
+    replica cut off from Redis still refuses handshakes with 503 as it did. A replica
+    that does not hear announcements yet (just started) answers once it does, or with
+    BackplaneUnavailable after :data:`HEARING_WAIT`."""
     known = ctx.replica.known_revocations
+    if not known.hearing and not await known.until_hearing(HEARING_WAIT):
+        # a connection opened before the replica hears revocations would outlive one
+        # announced meanwhile: a replica just started waits until it does, briefly
+        raise BackplaneUnavailable("this replica does not hear revocations yet")
     found, revoked_at = known.lookup(identity.user)
     answered = time.monotonic() - ctx.replica.backplane_answered_at <= ANSWERED_WITHIN
     if not (found and answered):

@@ -18,7 +18,7 @@ from clients.wwws import Client
 from services.chat.app import create_app as create_chat
 from services.kit import CONTEXT, mint_token, revoke_user
 from services.kit.backplane import RedisBackplane
-from services.kit.revocation import ANSWERED_WITHIN
+from services.kit.revocation import ANSWERED_WITHIN, HEARING_WAIT
 from services.ticker.app import create_app as create_ticker
 
 
@@ -116,6 +116,26 @@ async def test_a_revoked_token_does_not_refresh(replicas):
     error = await receive_op(fresh, "error")
     assert error["code"] == "unauthorized" and "revoked" in error["message"]
     await fresh.close()
+
+
+async def test_handshakes_wait_until_the_replica_hears_revocations(replicas):
+    """A connection opened before its replica hears revocations would outlive one
+    announced meanwhile: the handshake waits for the replica to hear them (503 when it
+    does not within HEARING_WAIT)."""
+    client = await replicas.start(create_chat, "chat")
+    known = client.app[CONTEXT].replica.known_revocations
+    await eventually(lambda: known.hearing, what="the replica hears revocations")
+    known.hearing = False  # as between a replica's start and its subscription
+    started = time.monotonic()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/chat/ws", params={"token": token("alice")})
+    assert refused.value.status == 503
+    assert time.monotonic() - started >= HEARING_WAIT - 0.1
+    opening = asyncio.ensure_future(open_ws(client, "chat", token("alice")))
+    await asyncio.sleep(0.3)
+    assert not opening.done()  # waiting, not refused
+    known.hearing = True
+    await (await opening).close()
 
 
 async def test_one_user_holds_at_most_the_cap_per_replica(replicas):
