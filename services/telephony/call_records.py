@@ -166,5 +166,5 @@ class RedisCallRecords(CallRecords):
         return {_text(k): _text(v) for k, v in found.items()} or None
 
     async def guarded(self, guard: str) -> str | None:
-        found = await self._redis.call(self._redis.client.get(_key(guard)))
+        found = await self._redis.execute("GET", _key(guard))
         return None if found is None else _text(found).removeprefix(_key(""))

@@ -97,7 +97,7 @@ class RedisBroker(Broker):
         meta, stream, pubsub = stream_keys(channel)
         if not history:
             message = b"%b:%d:%b" % (NO_EPOCH.encode(), EPHEMERAL_OFFSET, data)
-            await self._redis.call(self._redis.client.publish(pubsub, message))
+            await self._redis.execute("PUBLISH", pubsub, message)
             return NO_EPOCH, EPHEMERAL_OFFSET
         keys = [meta, stream, idempotency_keys(channel)]
         args = [
@@ -259,7 +259,7 @@ class RedisBroker(Broker):
                     async with self._pubsub_lock:
                         await self._pubsub.subscribe(channel)
                 number += 1
-                await self._redis.call(self._redis.client.publish(channel, b"%d" % number))
+                await self._redis.execute("PUBLISH", channel, b"%d" % number)
                 pending = number
             except (BackplaneUnavailable, RedisError, OSError):
                 misses = 0  # Redis is away: the reader's own reconnects deal with that

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from .broker import BackplaneUnavailable
+from .pipelined_redis import Address, PipelinedRedis
 
 __all__ = ["MAX_CONNECTIONS", "POOL_TIMEOUT_SECONDS", "DurableAck", "RedisConnection"]
 
@@ -79,15 +81,38 @@ class DurableAck:
 
 
 class RedisConnection:
-    def __init__(self, url: str) -> None:
+    """Single commands and scripts (:meth:`execute`, :meth:`run`) go pipelined on one
+    connection (:class:`PipelinedRedis`) for ``redis://`` and ``redis+sentinel://`` URLs,
+    through redis-py's pool for the others (``rediss://``, ``unix://``: its TLS and socket
+    options) or with ``pipelined=False``; pub/sub, pipelines and ``WAIT`` use
+    :attr:`client`, redis-py's pool."""
+
+    def __init__(self, url: str, *, pipelined: bool = True) -> None:
         url, self.durable_ack = _split_ack_options(url)
         self._sentinel: Sentinel | None = None
+        self.pipelined: PipelinedRedis | None = None
         if urlsplit(url).scheme == SENTINEL_SCHEME:
             self._sentinel, master, options = _sentinel_of(url)
             self.client: aioredis.Redis = self._sentinel.master_for(
                 master, max_connections=MAX_CONNECTIONS, **options, **_CONNECTION_OPTIONS
             )
+            if pipelined:
+                sentinel = self._sentinel
+
+                async def primary() -> Address:
+                    host, port = await sentinel.discover_master(master)
+                    return str(host), int(port)
+
+                self.pipelined = _pipelined(primary, options)
             return
+        if pipelined and urlsplit(url).scheme == "redis":
+            parsed: dict[str, Any] = dict(parse_url(url))
+            address = (str(parsed.get("host", "localhost")), int(parsed.get("port", 6379)))
+
+            async def fixed() -> Address:
+                return address
+
+            self.pipelined = _pipelined(fixed, parsed)
         # A blocking pool: a burst of subscribes (a drained replica's clients all coming
         # back) waits for a free connection instead of failing with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -104,7 +129,15 @@ class RedisConnection:
         return self.client.register_script(_lua_source(package, names))
 
     async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        return await self.call(script(keys=keys, args=args))
+        if self.pipelined is None:
+            return await self.call(script(keys=keys, args=args))
+        return await self.pipelined.run_script(script.sha, script.script, keys, args)
+
+    async def execute(self, *args: Any) -> Any:
+        """One command, e.g. ``execute("GET", key)``: its reply as Redis sends it."""
+        if self.pipelined is None:
+            return await self.call(self.client.execute_command(*args))  # type: ignore[no-untyped-call]
+        return await self.pipelined.execute(*args)
 
     async def call(self, command: Awaitable[T]) -> T:
         try:
@@ -113,13 +146,29 @@ class RedisConnection:
             raise BackplaneUnavailable(str(exc)) from exc
 
     async def ping(self) -> None:
-        await self.call(self.client.ping())
+        await self.execute("PING")
 
     async def close(self) -> None:
+        if self.pipelined is not None:
+            await self.pipelined.close()
         await self.client.aclose()
         if self._sentinel is not None:
             for sentinel in self._sentinel.sentinels:
                 await sentinel.aclose()
+
+
+def _pipelined(
+    address: Callable[[], Awaitable[Address]], options: dict[str, Any]
+) -> PipelinedRedis:
+    return PipelinedRedis(
+        address,
+        username=options.get("username"),
+        password=options.get("password"),
+        db=int(options.get("db") or 0),
+        connect_timeout=_CONNECTION_OPTIONS["socket_connect_timeout"],
+        reply_timeout=_CONNECTION_OPTIONS["socket_timeout"],
+        socket_options=_KEEPALIVE,
+    )
 
 
 def _split_ack_options(url: str) -> tuple[str, DurableAck]:

@@ -23,5 +23,5 @@ class RedisRevocations(Revocations):
         return int(now_ms) / 1000.0
 
     async def revoked_at(self, user: str) -> float | None:
-        value = await self._redis.call(self._redis.client.get(_key(user)))
+        value = await self._redis.execute("GET", _key(user))
         return None if value is None else int(value) / 1000.0
