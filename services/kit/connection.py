@@ -114,7 +114,7 @@ class Connection:
 
     def send(self, frame: bytes, op: str) -> None:
         if self._outbound.put(frame):
-            self._metrics.messages_sent.labels(self._metrics.service, op).inc()
+            self._metrics.sent(op).inc()
 
     def send_control(self, frame: bytes) -> None:
         """A ping or pong frame (prebuilt, whole), written at once."""

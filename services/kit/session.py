@@ -240,7 +240,7 @@ async def _dispatch(
         if handler is None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {frame.op!r}", frame.id)
         # labelled only with ops the service has: clients cannot grow the label set
-        ctx.metrics.messages_received.labels(ctx.spec.name, frame.op).inc()
+        ctx.metrics.received(frame.op).inc()
         await handler(ctx, conn, frame)
     except ProtocolError as error:
         conn.send(error_frame(error.code, error.message, error.frame_id), "error")

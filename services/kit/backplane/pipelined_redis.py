@@ -2,10 +2,10 @@
 
 redis-py spends ~50-80 µs of CPU per command here (its pool takes a condition, a lock
 and a timeout and dispatches per command); a replica accepting connections makes several
-per handshake. This client writes every command to one socket as soon as it is made and
-matches replies in order (Redis answers a connection's commands in the order sent), so
-commands made by many coroutines in one loop iteration share a write and a read, and the
-cost is an encode, a future and hiredis's parse: ~6-10 µs (docs/benchmarks.md).
+per handshake. This client writes the commands made in one loop iteration, by any
+number of coroutines, to one socket in one write and matches replies in order (Redis
+answers a connection's commands in the order sent): a command costs an encode, a future
+and hiredis's parse, ~6-10 µs (docs/benchmarks.md).
 
 It carries single commands and scripts (``EVALSHA``, ``EVAL`` again after a flush). The
 pub/sub feed, pipelines and ``WAIT`` stay on redis-py's pool. A connection is opened on
@@ -44,7 +44,10 @@ class _ReplyProtocol(asyncio.Protocol):
         self._replies = 0  # replies matched so far: the watchdog's sign of progress
         self._replies_at_watch = 0
         self._watchdog: asyncio.TimerHandle | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        # commands made in one loop iteration leave in one write (one syscall, one packet)
+        self._unsent: list[bytes] = []
+        self.closed = self._loop.create_future()
 
     @property
     def open(self) -> bool:
@@ -56,12 +59,19 @@ class _ReplyProtocol(asyncio.Protocol):
     def send(self, args: Sequence[Arg]) -> asyncio.Future[Any]:
         if self._transport is None or not self.open:
             raise BackplaneUnavailable("the connection to Redis is closed")
-        reply = self.closed.get_loop().create_future()
-        self._transport.write(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
+        reply = self._loop.create_future()
+        if not self._unsent:
+            self._loop.call_soon(self._flush)
+        self._unsent.append(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
         self._waiting.append(reply)
         if self._watchdog is None:
             self._watch()
         return reply
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self._transport is not None and self.open:
+            self._transport.write(b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -96,8 +106,7 @@ class _ReplyProtocol(asyncio.Protocol):
 
     def _watch(self) -> None:
         self._replies_at_watch = self._replies
-        loop = self.closed.get_loop()
-        self._watchdog = loop.call_later(self._reply_timeout, self._check_progress)
+        self._watchdog = self._loop.call_later(self._reply_timeout, self._check_progress)
 
     def _check_progress(self) -> None:
         self._watchdog = None
