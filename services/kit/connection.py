@@ -59,6 +59,7 @@ class Connection:
         "close_code",
         "ended",
         "expires_at",
+        "heartbeat_slot",
         "heartbeat_told",
         "id",
         "issued_at",
@@ -100,6 +101,8 @@ class Connection:
         self.ping_outstanding = False
         #: the heartbeat interval this client was last told (hello or `heartbeat`)
         self.heartbeat_told = 0.0
+        #: the heartbeat wheel's slot this connection waits in (-1: none yet)
+        self.heartbeat_slot = -1
 
     @property
     def outbound_peak_bytes(self) -> int:

@@ -17,6 +17,10 @@ connection, and closes without a close frame. Here one task walks a timing wheel
   previous ping is still unanswered when the next is due has missed it for a whole
   interval and is closed with **4110** (reconnect with backoff, resume): a client that
   died is found within 2 intervals + one slot;
+- a closed connection leaves its slot at once (``remove``): the wheel holds each
+  connection until its next ping, up to a whole interval away, and a connection kept
+  there after its close kept its request, reader and buffers alive that long (under
+  connection churn, thousands of dead connections for the cyclic GC to walk);
 - when the interval changes, each connection is told with ``{"op":"heartbeat",
   "interval":H}`` just before its next ping: the announcements are spread over the
   interval like the pings, never thousands of frames in one loop iteration.
@@ -63,7 +67,7 @@ class Heartbeat:
         self._metrics = metrics
         self._clock = clock
         self._state = IntervalState(policy.floor, policy.floor)
-        self._wheel: dict[int, list[Connection]] = {}
+        self._wheel: dict[int, set[Connection]] = {}
         self._last_slot = int(clock() / SLOT_SECONDS)
         self._next_adjust = clock() + ADJUST_SECONDS
         self._announcement = self._frame()
@@ -84,7 +88,14 @@ class Heartbeat:
     def _schedule(self, conn: Connection, due: float) -> None:
         # never into a slot the wheel has passed already (it would wait forever)
         slot = max(int(due / SLOT_SECONDS), self._last_slot + 1)
-        self._wheel.setdefault(slot, []).append(conn)
+        self._wheel.setdefault(slot, set()).add(conn)
+        conn.heartbeat_slot = slot
+
+    def remove(self, conn: Connection) -> None:
+        """Stop pinging ``conn`` (closed): it leaves its slot now, not when the slot comes."""
+        slot = self._wheel.get(conn.heartbeat_slot)
+        if slot is not None:
+            slot.discard(conn)
 
     # -- the work of one slot ---------------------------------------------------------
     def tick(self) -> None:

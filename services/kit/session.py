@@ -267,6 +267,7 @@ async def _finish_close(conn: Connection, ws: web.WebSocketResponse) -> None:
 async def _closed(ctx: ServiceContext, conn: Connection) -> None:
     """What a closed connection leaves behind: registry, metrics, subscriptions, hook."""
     stop_expiry(ctx, conn)
+    ctx.heartbeat.remove(conn)
     ctx.replica.connections.discard(conn)
     ctx.replica.per_user[conn.user] -= 1
     if ctx.replica.per_user[conn.user] <= 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 
 import aiohttp
@@ -15,6 +16,7 @@ from replicas import connect, token
 
 from services.chat.app import create_app
 from services.kit import CONTEXT
+from services.kit.connection import Connection
 from services.kit.protocol import CloseCode
 
 
@@ -103,3 +105,21 @@ async def test_an_interval_change_is_announced_before_the_next_ping(replicas):
                 seen.append(("heartbeat", frame["interval"]))
     assert seen == [("heartbeat", 4.0), "ping"]
     await ws.close()
+
+
+async def test_a_closed_connection_is_released_at_once_not_at_its_next_ping(replicas):
+    """The wheel holds a connection until its next ping, up to a whole interval away: a
+    closed one must leave it then, or every connection closed in the last interval keeps
+    its request, reader and buffers alive (thousands under churn, walked by the GC)."""
+    client = await replicas.start(create_app, "chat", heartbeat_seconds=60.0)
+    ctx = client.server.app[CONTEXT]
+    sockets = [await connect(client, "chat", f"leaver{n}") for n in range(5)]
+    held = list(ctx.replica.connections)
+    for ws in sockets:
+        await ws.close()
+    await asyncio.wait_for(asyncio.gather(*(conn.ended.wait() for conn in held)), timeout=5)
+    del held
+    await asyncio.sleep(0.1)  # the handlers return after their cleanup
+    gc.collect()
+    alive = [o for o in gc.get_objects() if type(o) is Connection and o.user.startswith("leaver")]
+    assert alive == [], f"{len(alive)} closed connections still referenced"
