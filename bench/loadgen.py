@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 __all__ = [
     "Client",
@@ -241,7 +241,7 @@ class Client(WSListener):  # type: ignore[misc]
         if self.transport is None or self.disconnected:
             return
         with contextlib.suppress(Exception):
-            self.transport.send_close()
+            self.transport.send_close(WSCloseCode.OK)  # picows defaults to code 0, a protocol error
             await asyncio.wait_for(self.transport.wait_disconnected(), wait)
         if not self.disconnected:
             self.transport.disconnect()
