@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 
+import docker
 import orjson
 import pytest
+import redis
 from helpers import eventually
+from redis_server import running_redis
 
 from services.kit.backplane import MAX_OFFSET, NO_EPOCH, Publication, RedisBackplane
 from services.kit.backplane.broker_redis import stream_keys
+from services.kit.backplane.pipelined_redis import PipelinedRedis
 from services.kit.hub import ChannelHub, SubscribeResult
 from services.kit.protocol import Since
 
@@ -350,6 +356,52 @@ async def test_a_stream_written_with_durable_acks_stays_readable_after_they_are_
     read = await backplane.broker.history(hub.backplane_channel("room"), since=0, limit=10)
     assert (read.top, [p.offset for p in read.publications]) == (3, [1, 2, 3])
     await backplane.close()
+
+
+def _container_ip(url: str) -> str:
+    """The address other containers reach the test Redis at ``url`` by."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    client = docker.from_env()
+    try:
+        for container in client.containers.list(filters={"label": "wwws.test=redis"}):
+            if container.ports["6379/tcp"][0]["HostPort"] == port:
+                return str(container.attrs["NetworkSettings"]["IPAddress"])
+    finally:
+        client.close()
+    raise LookupError(url)
+
+
+@pytest.mark.redis
+async def test_a_durable_publication_is_confirmed_on_the_server_that_stored_it():
+    """The `durable` mark (which history reads stop at) must rise where the publication
+    was stored and waited for, even when the pipelined connection reaches another server
+    (it asks Sentinel on its own, and across a failover the two may differ)."""
+    if os.environ.get("WWWS_TEST_REDIS_URL"):
+        pytest.skip("needs three Redis servers of its own (Docker)")
+    with contextlib.ExitStack() as servers:
+        primary, replica, stray = (servers.enter_context(running_redis()) for _ in range(3))
+        redis.Redis.from_url(replica).replicaof(_container_ip(primary), 6379)
+        backplane = RedisBackplane(f"{primary}?ack_replicas=1&ack_timeout_ms=5000")
+        stray_port = int(stray.rsplit(":", 1)[1].split("/")[0])
+
+        async def stray_address() -> tuple[str, int]:
+            return "127.0.0.1", stray_port
+
+        connection = backplane.connection
+        assert connection.pipelined is not None
+        await connection.pipelined.close()
+        connection.pipelined = PipelinedRedis(stray_address)
+        try:
+            hub = ChannelHub(backplane, "t")
+            await eventually(
+                lambda: redis.Redis.from_url(primary).info("replication")["connected_slaves"] == 1,
+                what="the replica follows the primary",
+            )
+            _, top = await hub.publish("room", b'{"n":1}')
+            meta, _, _ = stream_keys(hub.backplane_channel("room"))
+            assert int(await connection.client.hget(meta, "durable") or 0) == top
+        finally:
+            await backplane.close()
 
 
 @pytest.mark.redis

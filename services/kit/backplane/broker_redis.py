@@ -137,7 +137,12 @@ class RedisBroker(Broker):
                 f"after {durable.timeout_ms} ms: not acknowledged"
             )
         message = b"%b:%d:%b" % (epoch.encode(), top, data)
-        await self._redis.run(self._confirm, [keys[0]], [epoch, top, pubsub, message])
+        # Through the pool that stored it and waited, not the pipelined connection: that
+        # one finds the primary on its own and, across a failover, may reach another
+        # server, where the mark would not rise (history reads stop at it) and the live
+        # message would reach no replica's pub/sub.
+        confirm = self._confirm(keys=[keys[0]], args=[epoch, top, pubsub, message], client=client)
+        await self._redis.call(confirm)
         return epoch, top
 
     async def history(
