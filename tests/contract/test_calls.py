@@ -7,11 +7,13 @@ import functools
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 from helpers import eventually, receive_json, receive_op
 from replicas import connect
 
 from services.kit.app import CONTEXT
+from services.kit.protocol import ClientFrame, ProtocolError
 from services.telephony.app import create_app
 from services.telephony.limits import TelephonyLimits
 
@@ -364,6 +366,27 @@ async def test_a_call_follows_its_party_whose_connection_the_server_dropped(repl
     await signal_until_heard(alice, bob_again, call_id)
     await asyncio.sleep(1.5)  # several stale_after periods: replica one renews bob's side
     await still_talking(alice, bob_again, call_id)
+
+
+async def test_a_late_signal_from_a_closed_connection_takes_no_call_over(replicas):
+    """A frame read just before the server closed the socket may be handled after the
+    client came back on a new connection (its Redis work waited out an outage): it must
+    not move the call back to the closed connection and tell the new one ``moved``."""
+    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
+    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    call_id = await answered_call(alice, bob, "bob")
+    (held,) = two.app[CONTEXT].replica.connections
+    held.close(1013, "backplane unavailable, reconnect")  # as an outage's sweep does
+    bob_again = await connect(one, "telephony", "bob")
+    await signal_until_heard(alice, bob_again, call_id)
+    late = ClientFrame("signal", None, {"call_id": call_id, "data": {"late": True}})
+    with pytest.raises(ProtocolError):
+        await two.app[CONTEXT].state.desk.signal(held, late)
+    await alice.send_json({"op": "signal", "call_id": call_id, "data": {"after": "late"}})
+    # the next thing bob's new connection hears is alice's signal, not `ended`
+    assert (await next_frame(bob_again, "signal"))["data"] == {"after": "late"}
 
 
 async def test_a_call_follows_its_party_whose_replica_died(replicas):
