@@ -12,6 +12,7 @@ import orjson
 from fakes import FakeClock
 
 from services.kit.backplane import MemoryBackplane, MemoryState
+from services.kit.connection import Ended
 from services.kit.hub import ChannelHub
 from services.kit.protocol import ClientFrame, parse_client_frame
 from services.kit.roster import Roster
@@ -29,6 +30,7 @@ class Phone:
     id: str
     user: str
     close_code: int | None = None
+    ended: Ended = field(default_factory=Ended)
     ws: Any = field(default_factory=lambda: SimpleNamespace(close_code=None))
     heard: list[dict[str, Any]] = field(default_factory=list)
 
