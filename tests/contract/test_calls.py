@@ -352,18 +352,32 @@ async def still_talking(
     assert frame == {"op": "signal", "call_id": call_id, "from": "bob", "data": {"still": "here"}}
 
 
-async def test_a_call_follows_its_party_whose_connection_the_server_dropped(replicas):
-    """Bob's replica closes his socket (a drain, an outage): his client reconnects to another
-    replica and the call is there, without bob sending anything; alice hears no end."""
+async def bob_moves_after_the_server_closed(
+    replicas: Any, code: int, reason: str
+) -> tuple[Any, Any, str, tuple[Any, Any]]:
+    """Alice (replica one) and bob (replica two) in a call; replica two closes bob's socket
+    with ``code``; bob comes back on replica one and hears alice. Returns alice, bob's new
+    connection, the call and (replica two, bob's closed server-side connection)."""
     one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
     two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
     alice = await connect(one, "telephony", "alice")
     bob = await connect(two, "telephony", "bob")
     call_id = await answered_call(alice, bob, "bob")
     (held,) = two.app[CONTEXT].replica.connections
-    held.close(1001, "going away")  # as the drain does
+    held.close(code, reason)
     bob_again = await connect(one, "telephony", "bob")
     await signal_until_heard(alice, bob_again, call_id)
+    return alice, bob_again, call_id, (two, held)
+
+
+async def test_a_call_follows_its_party_whose_connection_the_server_dropped(replicas):
+    """Bob's replica closes his socket (a drain, an outage): his client reconnects to another
+    replica and the call is there, without bob sending anything; alice hears no end."""
+    alice, bob_again, call_id, _ = await bob_moves_after_the_server_closed(
+        replicas,
+        1001,
+        "going away",  # as the drain does
+    )
     await asyncio.sleep(1.5)  # several stale_after periods: replica one renews bob's side
     await still_talking(alice, bob_again, call_id)
 
@@ -372,15 +386,11 @@ async def test_a_late_signal_from_a_closed_connection_takes_no_call_over(replica
     """A frame read just before the server closed the socket may be handled after the
     client came back on a new connection (its Redis work waited out an outage): it must
     not move the call back to the closed connection and tell the new one ``moved``."""
-    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
-    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
-    alice = await connect(one, "telephony", "alice")
-    bob = await connect(two, "telephony", "bob")
-    call_id = await answered_call(alice, bob, "bob")
-    (held,) = two.app[CONTEXT].replica.connections
-    held.close(1013, "backplane unavailable, reconnect")  # as an outage's sweep does
-    bob_again = await connect(one, "telephony", "bob")
-    await signal_until_heard(alice, bob_again, call_id)
+    alice, bob_again, call_id, (two, held) = await bob_moves_after_the_server_closed(
+        replicas,
+        1013,
+        "backplane unavailable, reconnect",  # as an outage's sweep does
+    )
     late = ClientFrame("signal", None, {"call_id": call_id, "data": {"late": True}})
     with pytest.raises(ProtocolError):
         await two.app[CONTEXT].state.desk.signal(held, late)
