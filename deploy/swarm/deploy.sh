@@ -74,7 +74,7 @@ WWWS_SECRETS_VERSION=$(hash_of "$secret_dir"/token_secret "$secret_dir"/backplan
 export WWWS_CONFIGS_VERSION
 WWWS_CONFIGS_VERSION=$(hash_of traefik/dynamic/middlewares.yml deploy/swarm/tls.yml \
     "$secret_dir"/server.crt deploy/swarm/prometheus.yml deploy/prometheus/rules.yml \
-    deploy/swarm/redis-node.sh deploy/swarm/sentinel.sh)
+    deploy/swarm/redis-node.sh deploy/swarm/sentinel.sh deploy/swarm/sentinel-ready.sh)
 
 export WWWS_APP_IMAGE=${WWWS_APP_IMAGE:-wwws-app:dev}
 for image in "$WWWS_APP_IMAGE" "${WWWS_TRAEFIK_IMAGE:-traefik:v3.7}" "${WWWS_REDIS_IMAGE:-redis:7}" \

@@ -221,6 +221,18 @@ class SwarmCluster:
                 continue
         raise RuntimeError("no sentinel answers")
 
+    def sentinel_views(self) -> dict[str, dict[str, str]]:
+        """What each running Sentinel knows of the primary (SENTINEL MASTER), by node."""
+        views = {}
+        for task in self.running_tasks("sentinel"):
+            node = self.node_name(task["NodeID"])
+            container = task["Status"]["ContainerStatus"]["ContainerID"]
+            reply = self.in_node(
+                node, "exec", container, "redis-cli", "-p", "26379", "sentinel", "master", "wwws"
+            ).split()
+            views[node] = dict(zip(reply[::2], reply[1::2], strict=True))
+        return views
+
     def service_logs(self, name: str, tail: int = 60) -> str:
         """The last lines of every container of the service on every node still up (a
         failed test prints them: what the replicas saw is what explains it)."""

@@ -42,6 +42,23 @@ async def test_the_stack_runs_on_three_nodes_with_two_traefiks(swarm: SwarmClust
             assert response.status == 200
 
 
+async def test_once_deployed_every_sentinel_is_ready_to_fail_the_primary_over(
+    swarm: SwarmCluster,
+):
+    """deploy.sh says "up" only once every Sentinel knows the primary's two replicas and
+    another Sentinel (their health check): before that, a primary lost just after a
+    deploy was replaced late (an ack 24 s after the kill) or not at all."""
+    views = await asyncio.to_thread(swarm.sentinel_views)
+    assert len(views) == 3, views
+    summary = {
+        node: (v["ip"], v["flags"], v["num-slaves"], v["num-other-sentinels"])
+        for node, v in views.items()
+    }
+    primary = swarm.redis_primary()
+    assert all(s[:3] == (primary, "master", "2") for s in summary.values()), summary
+    assert all(int(s[3]) >= 1 for s in summary.values()), summary  # a quorum of 2
+
+
 async def test_the_admin_console_sees_every_replica_on_every_node(swarm: SwarmCluster):
     """Its key is a Docker secret; the replicas report through the Sentinel-backed Redis."""
     expected = {"chat": 3, "ticker": 1, "telephony": 1, "admin": 1}
