@@ -136,6 +136,17 @@ class Connection:
         self.send(frame, "subscribed")
 
     # -- closing --------------------------------------------------------------------
+    def end(self) -> None:
+        """The session is over and its bookkeeping done: set :attr:`ended` and cut the
+        outbound queue's reference back to this connection. That cycle (connection ->
+        queue -> overflow callback -> connection) was the one a closed connection left
+        behind: through it, the connection, aiohttp's request, handler and writer and the
+        socket's objects (~40 per connection) waited for a full run of the cyclic
+        collector, whose every run then walked them all (docs/benchmarks.md). Without it
+        they are freed as the handler returns."""
+        self._outbound.forget_overflow()
+        self.ended.set()
+
     def _slow_consumer(self) -> None:
         self._metrics.slow_consumer_disconnects.inc()
         log.info(

@@ -109,6 +109,10 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
     return bytes((0x88, len(payload))) + payload
 
 
+def _nothing() -> None:
+    pass
+
+
 def pong_frame(payload: bytes) -> bytes:
     """An unmasked pong echoing a ping's payload (at most 125 bytes, RFC 6455 5.5.3)."""
     return bytes((0x8A, len(payload[:125]))) + payload[:125]
@@ -192,6 +196,10 @@ class Outbound:
         """Start writing what was queued while held."""
         self.held = False
         self.flush()
+
+    def forget_overflow(self) -> None:
+        """Call nothing on a later overflow (the owner is gone; see Connection.end)."""
+        self._on_overflow = _nothing
 
     def close(self) -> None:
         """Stop accepting frames and drop what was not written."""

@@ -15,6 +15,7 @@ then meets a closed socket and the client reports 1006 instead of the code it wa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -98,7 +99,9 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             await _read_frames(ctx, conn, ws)
         await _finish_close(conn, ws)
     finally:
-        await _closed(ctx, conn)
+        # Shielded: a handler cancelled as its client goes (aiohttp's handler_cancellation,
+        # on in its test server) or at shutdown still leaves its rooms and presence, and ends.
+        await asyncio.shield(_closed(ctx, conn))
     return ws
 
 
@@ -288,4 +291,4 @@ async def _closed(ctx: ServiceContext, conn: Connection) -> None:
         "disconnected",
         extra={"event": "disconnect", "conn": conn.id, "user": conn.user, "code": int(code)},
     )
-    conn.ended.set()
+    conn.end()
