@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
 import redis
@@ -33,22 +34,31 @@ def running_redis() -> Iterator[str]:
     if os.environ.get("WWWS_TEST_REDIS_URL"):
         yield os.environ["WWWS_TEST_REDIS_URL"]
         return
+    with redis_container() as (_, url):
+        yield url
+
+
+@contextmanager
+def redis_container(network: str | None = None) -> Iterator[tuple[Any, str]]:
+    """A Redis container and the URL that reaches it: through a port on 127.0.0.1, or, on
+    ``network``, at its own address there (a container the test can cut off its network)."""
     client = docker.from_env()
+    placement: dict[str, Any] = (
+        {"network": network} if network else {"ports": {"6379/tcp": ("127.0.0.1", None)}}
+    )
     container = client.containers.run(
         redis_image(),
         ["redis-server", "--save", "", "--appendonly", "no"],
         detach=True,
-        ports={"6379/tcp": ("127.0.0.1", None)},
         labels={"wwws.test": "redis"},
+        **placement,
     )
     try:
         deadline = time.monotonic() + 30
-        url = ""
         while time.monotonic() < deadline:
             container.reload()
-            bindings = container.ports.get("6379/tcp")
-            if bindings:
-                url = f"redis://127.0.0.1:{bindings[0]['HostPort']}/0"
+            url = _url_of(container, network)
+            if url:
                 try:
                     redis.Redis.from_url(url, socket_timeout=1).ping()
                     break
@@ -57,7 +67,15 @@ def running_redis() -> Iterator[str]:
             time.sleep(0.2)
         else:
             raise RuntimeError(f"redis container did not answer: {container.logs()[-500:]!r}")
-        yield url
+        yield container, url
     finally:
         container.remove(force=True, v=True)  # and its anonymous /data volume
         client.close()
+
+
+def _url_of(container: Any, network: str | None) -> str:
+    if network:
+        address = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        return f"redis://{address}:6379/0" if address else ""
+    bindings = container.ports.get("6379/tcp")
+    return f"redis://127.0.0.1:{bindings[0]['HostPort']}/0" if bindings else ""

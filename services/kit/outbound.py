@@ -109,13 +109,13 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
     return bytes((0x88, len(payload))) + payload
 
 
-def _nothing() -> None:
-    pass
-
-
 def pong_frame(payload: bytes) -> bytes:
     """An unmasked pong echoing a ping's payload (at most 125 bytes, RFC 6455 5.5.3)."""
     return bytes((0x8A, len(payload[:125]))) + payload[:125]
+
+
+def _nothing() -> None:
+    """The overflow callback of a queue whose connection's session is over."""
 
 
 class Outbound:

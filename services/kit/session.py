@@ -63,6 +63,10 @@ FRAME_RATE = 50.0
 FRAME_BURST = 100
 
 
+#: sessions' cleanups still running (see websocket_endpoint)
+_cleanups: set[asyncio.Future[None]] = set()
+
+
 async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     identity = await _check_handshake(ctx, request)
@@ -100,8 +104,12 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         await _finish_close(conn, ws)
     finally:
         # Shielded: a handler cancelled as its client goes (aiohttp's handler_cancellation,
-        # on in its test server) or at shutdown still leaves its rooms and presence, and ends.
-        await asyncio.shield(_closed(ctx, conn))
+        # on in its test server) or at shutdown still leaves its rooms and presence, and
+        # ends. The loop keeps only weak references to tasks: the cleanup is held here.
+        cleanup = asyncio.ensure_future(_closed(ctx, conn))
+        _cleanups.add(cleanup)
+        cleanup.add_done_callback(_cleanups.discard)
+        await asyncio.shield(cleanup)
     return ws
 
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import docker
 import pytest
-import redis
 import uvloop
-from redis_server import redis_image
+from helpers import eventually
+from redis_server import redis_container
 
 from services.kit.backplane import Publication, RedisBackplane
 from services.kit.hub import ChannelHub, SubscribeResult
@@ -41,14 +40,6 @@ class Recorder:
         pass
 
 
-async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.1)
-
-
 async def _vanish_and_return(container: Any, network: Any, url: str) -> None:
     loop = asyncio.get_running_loop()
     backplane = RedisBackplane(url)
@@ -58,7 +49,7 @@ async def _vanish_and_return(container: Any, network: Any, url: str) -> None:
         recorder = Recorder()
         await hub.subscribe(recorder, "room", None, 10, lambda _: None)
         await hub.publish("room", b'{"n":1}')
-        await _until(lambda: recorder.data == [b'{"n":1}'], 10, "the first publication")
+        await eventually(lambda: recorder.data == [b'{"n":1}'], what="the first publication")
 
         stalls: list[float] = []
 
@@ -81,7 +72,9 @@ async def _vanish_and_return(container: Any, network: Any, url: str) -> None:
         publisher = RedisBackplane(url)
         await ChannelHub(publisher, "vanish").publish("room", b'{"n":2}')
         # the reader opened the pub/sub connection again and resubscribed
-        await _until(lambda: b'{"n":2}' in recorder.data, 20, "a publication after the return")
+        await eventually(
+            lambda: b'{"n":2}' in recorder.data, timeout=20, what="a publication after the return"
+        )
     finally:
         await backplane.close()
         if publisher is not None:
@@ -98,29 +91,9 @@ def test_a_silently_vanished_redis_neither_freezes_the_replica_nor_ends_its_live
     network = client.networks.create(
         f"wwws-test-vanish-{secrets.token_hex(3)}", labels={"wwws.test": "network"}
     )
-    container = None
     try:
-        container = client.containers.run(
-            redis_image(),
-            ["redis-server", "--save", "", "--appendonly", "no"],
-            detach=True,
-            network=network.name,
-            labels={"wwws.test": "redis"},
-        )
-        container.reload()
-        address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-        url = f"redis://{address}:6379/0"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                redis.Redis.from_url(url, socket_timeout=1).ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        run(_vanish_and_return(container, network, url))
+        with redis_container(network.name) as (container, url):
+            run(_vanish_and_return(container, network, url))
     finally:
-        if container is not None:
-            container.remove(force=True, v=True)
         network.remove()
+        client.close()

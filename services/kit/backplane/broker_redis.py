@@ -231,16 +231,14 @@ class RedisBroker(Broker):
                 # on a connection uvloop already closed. Whatever it is, the reader must
                 # go on: nothing else restarts it, and every channel would go quiet.
                 lost, message = exc, None
-            if lost is None and message is None and loop.time() - started < LIVE_READ_SECONDS / 2:
-                # A connection that died (a vanished Redis: the keepalive's ETIMEDOUT)
-                # makes redis-py answer None at once, forever, without ever yielding to
-                # the loop: measured, 100,000 reads in 2 s and the replica frozen until
-                # the next health check. Once is a health-check reply; twice is that.
-                empty_at_once += 1
-                if empty_at_once >= 2:
-                    lost = "reads return at once"
-            else:
-                empty_at_once = 0
+            # A connection that died (a vanished Redis: the keepalive's ETIMEDOUT) makes
+            # redis-py answer None at once, forever, without ever yielding to the loop:
+            # measured, 100,000 reads in 2 s and the replica frozen until the next health
+            # check. Once is a health-check reply; twice in a row is that.
+            instant = message is None and loop.time() - started < LIVE_READ_SECONDS / 2
+            empty_at_once = empty_at_once + 1 if instant and lost is None else 0
+            if empty_at_once >= 2:
+                lost = "reads return at once"
             if lost is not None:
                 empty_at_once = 0
                 log.warning("redis pub/sub connection lost: %s", lost)
