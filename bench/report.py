@@ -111,6 +111,13 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
         _get("idle", "connect_rate_per_s"),
     ),
     (
+        "connect_cpu",
+        "idle: server CPU per connect (handshake + subscribe)",
+        "µs",
+        False,
+        _get("idle", "cpu_us_per_connect", "server"),
+    ),
+    (
         "ticker_fast",
         "ticker: fast readers' delivery while 5% stall",
         "share",
@@ -137,6 +144,13 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
         "cycles/s",
         True,
         _get("churn", "cycles_per_s"),
+    ),
+    (
+        "churn_cpu",
+        "churn: server CPU per cycle",
+        "µs",
+        False,
+        _get("churn", "cpu_us_per_cycle", "server"),
     ),
     ("churn_errors", "churn: errors", "", False, _get("churn", "error_count")),
     (
@@ -236,6 +250,10 @@ def pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(
             ("wwws-direct", "wwws-nofreeze")
         )  # gc.freeze() after start-up (the default) or not
+    if "wwws-startupfreeze" in results and "wwws-direct" in results:
+        out.append(
+            ("wwws-direct", "wwws-startupfreeze")
+        )  # full collections' survivors frozen too (the default) or start-up objects only
     if "wwws-fixed25" in results and "wwws-direct" in results:
         out.append(("wwws-direct", "wwws-fixed25"))  # the adaptive heartbeat's gain
     return out

@@ -140,6 +140,11 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {role: round(after[role] - before.get(role, 0.0), 3) for role in after}
 
 
+def _per_item_us(cpu: dict[str, float], items: int) -> dict[str, float]:
+    """CPU microseconds per item (connection, cycle), by role."""
+    return {role: round(seconds / items * 1e6, 1) for role, seconds in cpu.items()} if items else {}
+
+
 async def drain(stats: Stats, limit: float, quiet: float = 0.4) -> float:
     """Wait until deliveries stop (no new frame for ``quiet`` s), at most ``limit`` s."""
     start = time.monotonic()
@@ -356,7 +361,11 @@ async def idle(run: Run) -> dict[str, Any]:
     await asyncio.sleep(0.5)
     before = {role: proc_rss_kib(pid) for role, pid in pids.items()}
     stats = Stats()
+    cpu0 = cpu_now(target)
     conn = await hold_idle(run, wanted, stats, "idle")
+    # what the servers spent on the handshakes and subscribes (the load generator's own
+    # pace caps the rate; this is the servers' side of it)
+    connect_cpu = cpu_delta(cpu0, cpu_now(target))
     try:
         await asyncio.sleep(2.0)
         after = {role: proc_rss_kib(pid) for role, pid in pids.items()}
@@ -367,6 +376,8 @@ async def idle(run: Run) -> dict[str, Any]:
             "connections": alive,
             "connect": _connect_summary(conn, wanted),
             "connect_rate_per_s": round(conn.rate, 1),
+            "connect_cpu_s": connect_cpu,
+            "cpu_us_per_connect": _per_item_us(connect_cpu, len(conn.clients)),
             "rss_kib_before": before,
             "rss_kib_after": after,
             "kib_per_connection": per_conn,
@@ -536,14 +547,16 @@ async def churn(run: Run) -> dict[str, Any]:
                 errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
             k += 1
 
-    start = time.monotonic()
+    start, cpu0 = time.monotonic(), cpu_now(target)
     await asyncio.gather(*(worker(w) for w in range(cfg.churn_workers)))
-    elapsed = time.monotonic() - start
+    elapsed, cpu = time.monotonic() - start, cpu_delta(cpu0, cpu_now(target))
     return {
         "workers": cfg.churn_workers,
         "seconds": round(elapsed, 2),
         "cycles": len(cycle_times),
         "cycles_per_s": round(len(cycle_times) / elapsed, 1) if elapsed else 0.0,
+        "cpu_s": cpu,
+        "cpu_us_per_cycle": _per_item_us(cpu, len(cycle_times)),
         "errors": errors,
         "error_count": sum(errors.values()),
         "cycle_ms": percentiles(cycle_times),

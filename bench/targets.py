@@ -571,6 +571,16 @@ def target_catalog() -> dict[str, Target]:
             only=("fanout", "latency", "idle", "churn"),
         ),
         Target(
+            "wwws-startupfreeze",
+            "wwws-startupfreeze",
+            False,
+            "wwws chat replica, direct, start-up objects frozen, full collections' survivors"
+            " not (WWWS_GC_THAW_SECONDS=0)",
+            "/chat/ws",
+            _wwws_protocol,
+            only=("fanout", "latency", "idle", "churn"),
+        ),
+        Target(
             "wwws-fixed25",
             "wwws-fixed",
             False,
@@ -642,6 +652,17 @@ def target_catalog() -> dict[str, Target]:
     return {t.name: t for t in items}
 
 
+# the server kinds that are a wwws chat replica (one settings variant each)
+WWWS_KINDS = (
+    "wwws",
+    "wwws-durable",
+    "wwws-fixed",
+    "wwws-asyncio",
+    "wwws-nofreeze",
+    "wwws-startupfreeze",
+)
+
+
 def start_server(
     kind: str,
     port: int,
@@ -654,7 +675,7 @@ def start_server(
     log = workdir / f"server-{kind}.log"
     if kind == "wwws-durable":
         redis_url += DURABLE_ACK_QUERY
-    if kind in ("wwws", "wwws-durable", "wwws-fixed", "wwws-asyncio", "wwws-nofreeze"):
+    if kind in WWWS_KINDS:
         secret = secrets.token_urlsafe(32)
         internal = free_port()
         env = {
@@ -676,6 +697,8 @@ def start_server(
             env["WWWS_LOOP"] = "asyncio"  # the default is uvloop
         if kind == "wwws-nofreeze":
             env["WWWS_GC_FREEZE"] = "0"  # the default freezes: this is the replica without
+        if kind == "wwws-startupfreeze":
+            env["WWWS_GC_THAW_SECONDS"] = "0"  # start-up objects only, as before 2026-12-07
         proc = Proc("wwws-chat", [sys.executable, "-m", "services.chat"], log, env)
         server.procs.append(proc)
         server.extra.update(secret=secret, internal=internal)

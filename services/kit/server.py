@@ -9,6 +9,7 @@ process exits well inside compose's ``stop_grace_period``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -20,8 +21,9 @@ from aiohttp import web
 
 from .internal import build_internal_app
 from .logs import configure_logging
-from .service import CONTEXT
+from .service import CONTEXT, ServiceContext
 from .settings import Settings, SettingsError
+from .survivor_freeze import freezing_survivors
 
 __all__ = ["main", "serve"]
 
@@ -45,11 +47,21 @@ async def serve(app: web.Application, stop: asyncio.Event | None = None) -> None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-    if settings.gc_freeze:
-        # the modules, the app and its routes live as long as the process: collect once,
-        # then keep them out of every later collection's walk
-        gc.collect()
-        gc.freeze()
+    with contextlib.ExitStack() as gc_policy:
+        if settings.gc_freeze:
+            # the modules, the app and its routes live as long as the process: collect
+            # once, then keep them out of every later collection's walk
+            gc.collect()
+            gc.freeze()
+            if settings.gc_thaw_seconds > 0:
+                gc_policy.enter_context(freezing_survivors(settings.gc_thaw_seconds))
+        await _serve_until(ctx, runner, internal, stop)
+
+
+async def _serve_until(
+    ctx: ServiceContext, runner: web.AppRunner, internal: web.AppRunner, stop: asyncio.Event
+) -> None:
+    settings = ctx.settings
     log.info(
         "listening",
         extra={

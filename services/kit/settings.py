@@ -64,6 +64,10 @@ class Settings:
     #: (gc.freeze): later collections walk only what connections create. make bench
     #: against wwws-nofreeze: p99 0.45-1.02x, max 0.42-0.88x over 4 runs (docs/benchmarks.md)
     gc_freeze: bool = True
+    #: with gc_freeze, what survives each full collection is frozen too, and at most this
+    #: often a full collection walks everything (finds the cycles among frozen objects);
+    #: 0: freeze start-up only (services/kit/survivor_freeze.py, docs/benchmarks.md)
+    gc_thaw_seconds: float = 60.0
     #: how often the replica reports its state to the admin console (0: never)
     report_seconds: float = 2.0
     #: a connection hears ``{"op":"refresh"}`` this long before its token expires
@@ -155,6 +159,7 @@ class Settings:
             log_level=reader.text("WWWS_LOG_LEVEL", cls.log_level).upper(),
             event_loop=reader.text("WWWS_LOOP", cls.event_loop).lower(),
             gc_freeze=reader.flag("WWWS_GC_FREEZE", cls.gc_freeze),
+            gc_thaw_seconds=reader.number("WWWS_GC_THAW_SECONDS", cls.gc_thaw_seconds),
             report_seconds=reader.number("WWWS_REPORT_SECONDS", cls.report_seconds),
             token_refresh_seconds=reader.number(
                 "WWWS_TOKEN_REFRESH_SECONDS", cls.token_refresh_seconds

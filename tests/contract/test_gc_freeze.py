@@ -1,5 +1,7 @@
 """WWWS_GC_FREEZE: once a replica listens, what start-up left alive is frozen out of the
-cyclic collector (gc.freeze), by default; WWWS_GC_FREEZE=0 leaves it in."""
+cyclic collector (gc.freeze), by default, and so is what survives each full collection
+while it serves (thawed every WWWS_GC_THAW_SECONDS); WWWS_GC_FREEZE=0 leaves all of it in,
+WWWS_GC_THAW_SECONDS=0 freezes start-up only."""
 
 from __future__ import annotations
 
@@ -12,9 +14,17 @@ from stack import free_port
 
 from services.chat.app import create_app as create_chat
 from services.kit.server import serve
+from services.kit.survivor_freeze import SurvivorFreeze
 
 
-async def frozen_once_listening(gc_freeze: bool) -> int:
+class Listening:
+    """What a replica's garbage collection looked like while it listened."""
+
+    frozen = 0
+    survivor_hooks = 0
+
+
+async def frozen_once_listening(gc_freeze: bool, **overrides: object) -> Listening:
     gc.unfreeze()
     port, internal = free_port(), free_port()
     settings = make_settings(
@@ -24,6 +34,7 @@ async def frozen_once_listening(gc_freeze: bool) -> int:
         internal_port=internal,
         drain_seconds=0.0,
         gc_freeze=gc_freeze,
+        **overrides,
     )
     stop = asyncio.Event()
     server = asyncio.create_task(serve(create_chat(settings), stop))
@@ -36,17 +47,33 @@ async def frozen_once_listening(gc_freeze: bool) -> int:
                             break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)
-        return gc.get_freeze_count()
+        seen = Listening()
+        seen.frozen = gc.get_freeze_count()
+        seen.survivor_hooks = sum(isinstance(hook, SurvivorFreeze) for hook in gc.callbacks)
+        return seen
     finally:
         stop.set()
         await server
         gc.unfreeze()
+        assert not any(isinstance(hook, SurvivorFreeze) for hook in gc.callbacks), (
+            "a stopped replica leaves the process' collector as it found it"
+        )
 
 
-async def test_the_start_up_objects_are_frozen_by_default():
+async def test_the_start_up_objects_and_full_collections_survivors_are_frozen_by_default():
     assert make_settings("chat").gc_freeze
-    assert await frozen_once_listening(gc_freeze=True) > 1000
+    seen = await frozen_once_listening(gc_freeze=True)
+    assert seen.frozen > 1000
+    assert seen.survivor_hooks == 1
+
+
+async def test_start_up_only_when_the_thaw_is_zero():
+    seen = await frozen_once_listening(gc_freeze=True, gc_thaw_seconds=0.0)
+    assert seen.frozen > 1000
+    assert seen.survivor_hooks == 0
 
 
 async def test_nothing_is_frozen_when_turned_off():
-    assert await frozen_once_listening(gc_freeze=False) == 0
+    seen = await frozen_once_listening(gc_freeze=False)
+    assert seen.frozen == 0
+    assert seen.survivor_hooks == 0
