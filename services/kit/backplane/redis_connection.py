@@ -144,6 +144,12 @@ class RedisConnection:
             return await command
         except (RedisError, OSError) as exc:
             raise BackplaneUnavailable(str(exc)) from exc
+        except RuntimeError as exc:
+            # uvloop refuses a write on a transport already closed ("unable to perform
+            # operation on <TCPTransport closed=True>"), which redis-py lets through: a
+            # Redis gone without a word (a node lost). redis-py has dropped the connection;
+            # the client hears `unavailable` and retries, not an internal error (1011).
+            raise BackplaneUnavailable(f"the connection to Redis is lost ({exc})") from exc
 
     async def ping(self) -> None:
         await self.execute("PING")
