@@ -126,6 +126,12 @@ class Connection:
         self.heartbeat_slot = -1
 
     @property
+    def closing(self) -> bool:
+        """On its way out: the server closed it, its socket is gone (a client that dropped
+        off, noticed by the loop before the session's cleanup ends), or the session ended."""
+        return self.close_code is not None or self._transport.is_closing() or self.ended.is_set()
+
+    @property
     def outbound_peak_bytes(self) -> int:
         return self._outbound.peak_bytes
 

@@ -129,7 +129,7 @@ class Heartbeat:
 
     def _beat(self, conn: Connection, now: float) -> bool:
         """Ping ``conn`` (True), or close it when its last ping went unanswered."""
-        if conn.close_code is not None or conn.ended.is_set():
+        if conn.closing:
             return False  # closed: it leaves the wheel
         if conn.ping_outstanding:
             self._metrics.heartbeat_timeouts.inc()

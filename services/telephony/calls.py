@@ -272,10 +272,11 @@ class CallDesk:
         """Move the user's side of an active call to ``conn``: a client that reconnected
         (its replica died, drained, or it was cut off) carries its call on from the new
         connection; the device that held it before, if alive, hears ``ended`` elsewhere."""
-        if conn.close_code is not None or conn.ended.is_set():
-            # A frame read before the connection closed, handled late (its Redis work
-            # waited out an outage): the client has reconnected, and its new connection
-            # may hold the call already. A closing connection never takes a call from it.
+        if conn.closing:
+            # A frame read before the connection closed or its socket went, handled late
+            # (its Redis work waited out an outage): the client has reconnected, and its
+            # new connection may hold the call already. A closing connection never takes a
+            # call from it (nor would it renew a call no device of the user can hear).
             frame_id = None if frame is None else frame.id
             raise ProtocolError(ErrorCode.NOT_FOUND, "the connection is closing", frame_id)
         side = "caller" if conn.user == record["caller"] else "callee"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 from typing import Any
 
 import aiohttp
@@ -396,6 +397,43 @@ async def test_a_late_signal_from_a_closed_connection_takes_no_call_over(replica
         await two.app[CONTEXT].state.desk.signal(held, late)
     await alice.send_json({"op": "signal", "call_id": call_id, "data": {"after": "late"}})
     # the next thing bob's new connection hears is alice's signal, not `ended`
+    assert (await next_frame(bob_again, "signal"))["data"] == {"after": "late"}
+
+
+async def test_a_late_signal_from_a_dropped_connection_takes_no_call_over(replicas):
+    """Bob's first device drops off without a close frame while his replica's cleanup after
+    it is held up (its Redis work slow): a frame it sent before, handled now, must not take
+    the call back from the device bob talks on (which would hear ``ended``, and the call
+    would follow a dead socket)."""
+    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
+    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    call_id = await answered_call(alice, bob, "bob")
+    (first,) = two.app[CONTEXT].replica.connections
+    bob_again = await connect(one, "telephony", "bob")
+    await bob_again.send_json({"op": "signal", "call_id": call_id, "data": {"from": "again"}})
+    assert (await next_frame(alice, "signal"))["data"] == {"from": "again"}  # moved to it
+    desk = two.app[CONTEXT].state.desk
+    cleanup_started, go_on = asyncio.Event(), asyncio.Event()
+    disconnected = desk.disconnected
+
+    async def held_up(conn: Any) -> None:
+        cleanup_started.set()
+        await go_on.wait()
+        await disconnected(conn)
+
+    desk.disconnected = held_up
+    bob.get_extra_info("socket").shutdown(socket.SHUT_RDWR)  # gone, no close frame
+    await asyncio.wait_for(cleanup_started.wait(), timeout=5)
+    late = ClientFrame("signal", None, {"call_id": call_id, "data": {"late": True}})
+    try:
+        with pytest.raises(ProtocolError):
+            await desk.signal(first, late)
+    finally:
+        go_on.set()
+    await alice.send_json({"op": "signal", "call_id": call_id, "data": {"after": "late"}})
+    # the next thing bob's live device hears is alice's signal, not `ended`
     assert (await next_frame(bob_again, "signal"))["data"] == {"after": "late"}
 
 
