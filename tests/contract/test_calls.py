@@ -353,17 +353,23 @@ async def still_talking(
     assert frame == {"op": "signal", "call_id": call_id, "from": "bob", "data": {"still": "here"}}
 
 
+async def alice_and_bob_talking_across_replicas(replicas: Any) -> tuple[Any, ...]:
+    """Replicas one (alice) and two (bob) with short leases, and their answered call:
+    one, two, alice, bob and the call's id."""
+    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
+    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
+    alice = await connect(one, "telephony", "alice")
+    bob = await connect(two, "telephony", "bob")
+    return one, two, alice, bob, await answered_call(alice, bob, "bob")
+
+
 async def bob_moves_after_the_server_closed(
     replicas: Any, code: int, reason: str
 ) -> tuple[Any, Any, str, tuple[Any, Any]]:
     """Alice (replica one) and bob (replica two) in a call; replica two closes bob's socket
     with ``code``; bob comes back on replica one and hears alice. Returns alice, bob's new
     connection, the call and (replica two, bob's closed server-side connection)."""
-    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
-    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
-    alice = await connect(one, "telephony", "alice")
-    bob = await connect(two, "telephony", "bob")
-    call_id = await answered_call(alice, bob, "bob")
+    one, two, alice, _, call_id = await alice_and_bob_talking_across_replicas(replicas)
     (held,) = two.app[CONTEXT].replica.connections
     held.close(code, reason)
     bob_again = await connect(one, "telephony", "bob")
@@ -405,11 +411,7 @@ async def test_a_late_signal_from_a_dropped_connection_takes_no_call_over(replic
     it is held up (its Redis work slow): a frame it sent before, handled now, must not take
     the call back from the device bob talks on (which would hear ``ended``, and the call
     would follow a dead socket)."""
-    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
-    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
-    alice = await connect(one, "telephony", "alice")
-    bob = await connect(two, "telephony", "bob")
-    call_id = await answered_call(alice, bob, "bob")
+    one, two, alice, bob, call_id = await alice_and_bob_talking_across_replicas(replicas)
     (first,) = two.app[CONTEXT].replica.connections
     bob_again = await connect(one, "telephony", "bob")
     await bob_again.send_json({"op": "signal", "call_id": call_id, "data": {"from": "again"}})
@@ -441,11 +443,7 @@ async def test_a_call_follows_its_party_whose_replica_died(replicas):
     """Bob's replica stops tending calls (kill -9) while his socket stays open: his new
     connection takes the call over once the old lease misses a renewal, before the call
     would be ended, so alice talks on without hearing `ended`."""
-    one = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="one")
-    two = await replicas.start(telephony(lease_seconds=0.25), "telephony", node_id="two")
-    alice = await connect(one, "telephony", "alice")
-    bob = await connect(two, "telephony", "bob")
-    call_id = await answered_call(alice, bob, "bob")
+    one, two, alice, bob, call_id = await alice_and_bob_talking_across_replicas(replicas)
     kill_calls(two)
     bob_again = await connect(one, "telephony", "bob")
     await signal_until_heard(alice, bob_again, call_id)

@@ -28,21 +28,26 @@ class Clock:
         return self.now
 
 
+THAW_SECONDS = 60.0
+
+
 @pytest.fixture
-def clock() -> Iterator[Clock]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hook(clock: Clock) -> Iterator[SurvivorFreeze]:
+    """The hook in the process' collector, thawing every THAW_SECONDS of ``clock``; the
+    collector as it was afterwards."""
     gc.unfreeze()
-    yield Clock()
-    gc.unfreeze()
-
-
-def hooked(clock: Clock, thaw_seconds: float = 60.0) -> SurvivorFreeze:
-    hook = SurvivorFreeze(thaw_seconds, clock)
-    gc.callbacks.append(hook)
-    return hook
-
-
-def unhook(hook: SurvivorFreeze) -> None:
-    gc.callbacks.remove(hook)
+    installed = SurvivorFreeze(THAW_SECONDS, clock)
+    gc.callbacks.append(installed)
+    try:
+        yield installed
+    finally:
+        gc.callbacks.remove(installed)
+        gc.unfreeze()
 
 
 def tracked(obj: object) -> bool:
@@ -57,62 +62,48 @@ def cycle() -> tuple[weakref.ref[Node], list[Node]]:
     return weakref.ref(a), [a, b]
 
 
-def test_a_full_collections_survivors_are_frozen(clock: Clock):
-    hook = hooked(clock)
-    try:
-        survivor = Node()
-        assert tracked(survivor)
-        frozen_before = gc.get_freeze_count()
-        gc.collect()
-        assert not tracked(survivor)
-        assert gc.get_freeze_count() > frozen_before
-    finally:
-        unhook(hook)
+def test_a_full_collections_survivors_are_frozen(hook: SurvivorFreeze):
+    survivor = Node()
+    assert tracked(survivor)
+    frozen_before = gc.get_freeze_count()
+    gc.collect()
+    assert not tracked(survivor)
+    assert gc.get_freeze_count() > frozen_before
 
 
-def test_younger_collections_freeze_nothing(clock: Clock):
-    hook = hooked(clock)
-    try:
-        survivor = Node()
-        gc.collect(0)
-        gc.collect(1)
-        assert tracked(survivor)
-        assert gc.get_freeze_count() == 0
-    finally:
-        unhook(hook)
+def test_younger_collections_freeze_nothing(hook: SurvivorFreeze):
+    survivor = Node()
+    gc.collect(0)
+    gc.collect(1)
+    assert tracked(survivor)
+    assert gc.get_freeze_count() == 0
 
 
-def test_a_frozen_object_no_longer_used_is_freed_at_once(clock: Clock):
-    hook = hooked(clock)
-    try:
-        obj = Node()
-        ref = weakref.ref(obj)
-        gc.collect()
-        assert not tracked(obj)
-        del obj
-        assert ref() is None  # reference counting, no collection needed
-    finally:
-        unhook(hook)
+def test_a_frozen_object_no_longer_used_is_freed_at_once(hook: SurvivorFreeze):
+    obj = Node()
+    ref = weakref.ref(obj)
+    gc.collect()
+    assert not tracked(obj)
+    del obj
+    assert ref() is None  # reference counting, no collection needed
 
 
-def test_a_cycle_among_frozen_objects_is_freed_at_the_thaw_not_before(clock: Clock):
-    hook = hooked(clock, thaw_seconds=60.0)
-    try:
-        ref, holder = cycle()
-        gc.collect()  # the cycle survives (held) and is frozen
-        holder.clear()  # now it is cyclic garbage, out of the collector's sight
-        clock.now = 59.0
-        gc.collect()
-        assert ref() is not None, "frozen cyclic garbage is kept until the thaw"
-        assert hook.thaws == 0
-        clock.now = 60.0
-        gc.collect()
-        assert ref() is None, "the thaw's full collection frees it"
-        assert hook.thaws == 1
-        # and the thaw's survivors are frozen again
-        survivor = Node()
-        clock.now = 61.0
-        gc.collect()
-        assert not tracked(survivor)
-    finally:
-        unhook(hook)
+def test_a_cycle_among_frozen_objects_is_freed_at_the_thaw_not_before(
+    hook: SurvivorFreeze, clock: Clock
+):
+    ref, holder = cycle()
+    gc.collect()  # the cycle survives (held) and is frozen
+    holder.clear()  # now it is cyclic garbage, out of the collector's sight
+    clock.now = THAW_SECONDS - 1
+    gc.collect()
+    assert ref() is not None, "frozen cyclic garbage is kept until the thaw"
+    assert hook.thaws == 0
+    clock.now = THAW_SECONDS
+    gc.collect()
+    assert ref() is None, "the thaw's full collection frees it"
+    assert hook.thaws == 1
+    # and the thaw's survivors are frozen again
+    survivor = Node()
+    clock.now = THAW_SECONDS + 1
+    gc.collect()
+    assert not tracked(survivor)
