@@ -34,6 +34,10 @@ class Phone:
     ws: Any = field(default_factory=lambda: SimpleNamespace(close_code=None))
     heard: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def closing(self) -> bool:  # no socket here to go away: the server's close, or the end
+        return self.close_code is not None or self.ended.is_set()
+
     def send(self, frame: bytes, op: str) -> None:
         self.heard.append(orjson.loads(frame))
 
