@@ -11,10 +11,10 @@ nothing.
 After each full collection everything that survived it is frozen (``gc.freeze``): the
 next full collection walks only what was made since. Frozen objects are still freed by
 reference counting the moment they are no longer used; only an object that becomes
-*cyclic* garbage while frozen waits, until the thaw: at most every ``thaw_seconds`` a full
-collection unfreezes everything first and walks it all, as Python would, then freezes
-the survivors again. A cycle the kit does not cut therefore costs memory for at most that
-long, never for good.
+*cyclic* garbage while frozen waits, until the thaw: the first full collection once
+``thaw_seconds`` have passed since the last thaw unfreezes everything first and walks it
+all, as Python would, then freezes the survivors again. A cycle the kit does not cut
+therefore costs memory for about that long, never for good.
 """
 
 from __future__ import annotations
