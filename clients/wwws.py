@@ -19,8 +19,10 @@ watched users are watched again after a reconnect, and :attr:`Client.presence` k
 their last known status.
 
 Tokens: with ``token_provider`` (an async function returning a fresh token) the client
-answers the server's ``refresh`` notice with a new token over the socket, and after a
-close with **4010** (token expired) it reconnects at once with a new one and resumes.
+answers the server's ``refresh`` notice with a new token over the socket, after a close
+with **4010** (token expired) it reconnects at once with a new one and resumes, and a
+handshake refused with HTTP 401 (a token that expired while the client was away) is
+retried with a new one.
 Without it, 4010 stops the client like any 40xx code. **4011** (revoked) always stops it.
 """
 
@@ -340,6 +342,14 @@ class Client:
                     # following the server: the reader sees its pings (and answers them)
                     autoping=self._heartbeat is not None,
                 )
+            except aiohttp.WSServerHandshakeError as error:
+                log.debug("handshake refused: %s", error)
+                if error.status == 401:
+                    # the token expired (or was refused) before this connect: a client back
+                    # from sleep, or after an outage longer than its token's life. The same
+                    # token would be refused forever; a provider gives a fresh one for the
+                    # next attempt (after the backoff, should it keep giving bad ones).
+                    await self._new_token()
             except (aiohttp.ClientError, OSError) as error:
                 log.debug("connect failed: %s", error)
             else:

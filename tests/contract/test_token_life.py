@@ -197,6 +197,22 @@ async def test_python_client_reconnects_with_a_new_token_after_4010_and_resumes(
         assert 4010 in reader.close_codes and reader.gaps == [] and reader.stopped_with is None
 
 
+async def test_python_client_with_a_token_expired_while_away_connects_with_a_new_one(replicas):
+    """A client back from sleep (or from an outage longer than its token's life) holds an
+    expired token: the handshake is refused with 401, and the provider's token gets it in."""
+    server = await replicas.start(create_chat, "chat")
+
+    async def provider() -> str:
+        return token("sleeper")
+
+    expired = short_token("sleeper", -5, issued_ago=60)
+    async with Client(
+        ws_url(server), expired, token_provider=provider, backoff_base=0.01
+    ) as sleeper:
+        await sleeper.subscribe("lobby")
+        assert sleeper.token != expired
+
+
 async def test_python_client_without_provider_stops_on_4010_and_on_revocation(replicas):
     server = await replicas.start(create_chat, "chat", token_refresh_seconds=0)
     async with Client(ws_url(server), short_token("alice", 1)) as expiring:
