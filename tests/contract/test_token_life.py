@@ -215,7 +215,9 @@ async def test_python_client_with_a_token_expired_while_away_connects_with_a_new
 
 async def test_python_client_without_provider_stops_on_4010_and_on_revocation(replicas):
     server = await replicas.start(create_chat, "chat", token_refresh_seconds=0)
-    async with Client(ws_url(server), short_token("alice", 1)) as expiring:
+    async with Client(
+        ws_url(server), short_token("alice", 2)
+    ) as expiring:  # exp: whole seconds; >= 1 s left for the handshake
         await eventually(lambda: expiring.stopped_with == 4010, what="stopped with 4010")
 
     async def provider() -> str:
