@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import gc
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from helpers import SECRET, receive_op
+from helpers import SECRET, eventually, receive_op
+from stack import free_port
 
+from services.kit import CONTEXT, ServiceContext
 from services.kit.auth import mint_token
 from services.kit.backplane import Backplane
+from services.kit.server import serve
 from services.kit.settings import Settings
 
 AppFactory = Callable[[Settings, Backplane | None], web.Application]
@@ -57,3 +64,38 @@ async def connect(
     hello = await receive_op(ws, "hello")
     assert hello["user"] == user
     return ws
+
+
+@contextlib.asynccontextmanager
+async def served(
+    create_app: Callable[[Settings], web.Application], service: str, **overrides: Any
+) -> AsyncIterator[tuple[int, ServiceContext]]:
+    """One replica served as in production (``serve``: its own runner, the start-up GC
+    policy; aiohttp's test server cancels a handler whose client goes, which a replica
+    does not): its public port and context. The process' collector is left unfrozen."""
+    port, internal = free_port(), free_port()
+    app = create_app(
+        make_settings(
+            service,
+            host="127.0.0.1",
+            port=port,
+            internal_port=internal,
+            drain_seconds=0.0,
+            **overrides,
+        )
+    )
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(app, stop))
+    try:
+        await eventually(lambda: _accepting(port), what="the replica listening")
+        await asyncio.sleep(0.05)  # serve() finishes its start-up after the listen
+        yield port, app[CONTEXT]
+    finally:
+        stop.set()
+        await server
+        gc.unfreeze()
+
+
+def _accepting(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import gc
 import os
-import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 import uvloop
 from aiohttp import web
-from helpers import eventually, receive_op
-from replicas import connect, make_settings, token
-from stack import free_port
+from helpers import receive_op
+from replicas import connect, served, token
 
 from services.chat.app import create_app
-from services.kit import CONTEXT, ServiceContext
+from services.kit import CONTEXT
 from services.kit.connection import Connection
-from services.kit.server import serve
 
 
 async def test_a_closed_connection_leaves_no_reference_cycle(replicas):
@@ -66,31 +62,6 @@ async def upgraded_raw(host: str, port: int, user: str) -> asyncio.StreamWriter:
     return writer
 
 
-@contextlib.asynccontextmanager
-async def listening_replica() -> AsyncIterator[tuple[int, ServiceContext]]:
-    """A chat replica served as in production (aiohttp's test server cancels a handler
-    whose client goes, which is not the path a dropped socket takes in a replica)."""
-    port, internal = free_port(), free_port()
-    settings = make_settings(
-        "chat", host="127.0.0.1", port=port, internal_port=internal, drain_seconds=0.0
-    )
-    app = create_app(settings)
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve(app, stop))
-    try:
-        await eventually(lambda: _listening(port))
-        yield port, app[CONTEXT]
-    finally:
-        stop.set()
-        await server
-        gc.unfreeze()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.mark.parametrize("run", [uvloop.run, asyncio.run], ids=["uvloop", "asyncio"])
 def test_an_aborted_connection_leaves_no_reference_cycle(
     run: Callable[[Coroutine[Any, Any, None]], None],
@@ -99,7 +70,7 @@ def test_an_aborted_connection_leaves_no_reference_cycle(
 
 
 async def aborted_connections_left_in_cycles() -> None:
-    async with listening_replica() as (port, ctx):
+    async with served(create_app, "chat") as (port, ctx):
         gc.collect()
         gc.disable()
         try:

@@ -5,59 +5,34 @@ WWWS_GC_THAW_SECONDS=0 freezes start-up only."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
+from dataclasses import dataclass
 
-import aiohttp
-from replicas import make_settings
-from stack import free_port
+from replicas import make_settings, served
 
 from services.chat.app import create_app as create_chat
-from services.kit.server import serve
 from services.kit.survivor_freeze import SurvivorFreeze
 
 
+@dataclass(frozen=True)
 class Listening:
     """What a replica's garbage collection looked like while it listened."""
 
-    frozen = 0
-    survivor_hooks = 0
+    frozen: int
+    survivor_hooks: int
 
 
 async def frozen_once_listening(gc_freeze: bool, **overrides: object) -> Listening:
     gc.unfreeze()
-    port, internal = free_port(), free_port()
-    settings = make_settings(
-        "chat",
-        host="127.0.0.1",
-        port=port,
-        internal_port=internal,
-        drain_seconds=0.0,
-        gc_freeze=gc_freeze,
-        **overrides,
-    )
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve(create_chat(settings), stop))
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(f"http://127.0.0.1:{internal}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-        seen = Listening()
-        seen.frozen = gc.get_freeze_count()
-        seen.survivor_hooks = sum(isinstance(hook, SurvivorFreeze) for hook in gc.callbacks)
-        return seen
-    finally:
-        stop.set()
-        await server
-        gc.unfreeze()
-        assert not any(isinstance(hook, SurvivorFreeze) for hook in gc.callbacks), (
-            "a stopped replica leaves the process' collector as it found it"
+    async with served(create_chat, "chat", gc_freeze=gc_freeze, **overrides):
+        seen = Listening(
+            frozen=gc.get_freeze_count(),
+            survivor_hooks=sum(isinstance(hook, SurvivorFreeze) for hook in gc.callbacks),
         )
+    assert not any(isinstance(hook, SurvivorFreeze) for hook in gc.callbacks), (
+        "a stopped replica leaves the process' collector as it found it"
+    )
+    return seen
 
 
 async def test_the_start_up_objects_and_full_collections_survivors_are_frozen_by_default():
