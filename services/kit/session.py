@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .auth import AuthError, Identity, check_origin
+from .auth import AuthError, Identity, check_origin, query_token
 from .backplane import BackplaneUnavailable
 from .channel_ops import CHANNEL_OPS, unsubscribe
 from .connection import Connection
@@ -122,7 +122,7 @@ async def _check_handshake(ctx: ServiceContext, request: web.Request) -> Identit
     else:
         try:
             check_origin(request.headers.get("Origin"), ctx.settings.allowed_origins)
-            identity = await ctx.verifier.verify(request.query.get("token"))
+            identity = await ctx.verifier.verify(query_token(request.raw_path))
             await check_not_revoked(ctx, identity)
             cap = ctx.settings.max_connections_per_user
             if cap and ctx.replica.per_user[identity.user] >= cap:

@@ -5,7 +5,14 @@ import time
 import jwt
 import pytest
 
-from services.kit.auth import AuthError, TokenVerifier, check_origin, mint_token, verify_token
+from services.kit.auth import (
+    AuthError,
+    TokenVerifier,
+    check_origin,
+    mint_token,
+    query_token,
+    verify_token,
+)
 from services.kit.settings import Settings, SettingsError
 
 SECRET = "s" * 32
@@ -73,6 +80,14 @@ def test_a_verified_token_is_remembered_until_it_expires(monkeypatch):
     monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(AuthError, match="expired"):
         verifier.verify_now(token)
+
+
+def test_the_token_is_read_from_the_request_target_as_a_query_parameter():
+    assert query_token("/chat/ws?token=abc.def-_ghi") == "abc.def-_ghi"
+    assert query_token("/chat/ws?v=1&token=a%2Bb%3D&token=second") == "a+b="
+    assert query_token("/chat/ws?token=") == ""
+    assert query_token("/chat/ws?tokens=x&xtoken=y") is None
+    assert query_token("/chat/ws") is None
 
 
 def test_origin_allow_list():
