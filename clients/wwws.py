@@ -23,13 +23,17 @@ answers the server's ``refresh`` notice with a new token over the socket, after 
 with **4010** (token expired) it reconnects at once with a new one and resumes, and a
 handshake refused with HTTP 401 (a token that expired while the client was away) is
 retried with a new one.
-Without it, 4010 stops the client like any 40xx code. **4011** (revoked) always stops it.
+Without it, 4010 stops the client like any 40xx code, and so does a 401: the same token
+would be refused again. **4011** (revoked) and a handshake refused with **403** (origin)
+always stop it. A stopped client raises :class:`Stopped` from ``start``, ``request`` and
+everything built on it, at once: it never waits for a connection that will not come.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import random
@@ -39,17 +43,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
-__all__ = ["Client", "ClientError", "NotAcknowledged"]
+__all__ = ["Client", "ClientError", "NotAcknowledged", "Stopped"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RECONNECT_AT_ONCE = {1001, 1012}
 TOKEN_EXPIRED = 4010
 DO_NOT_RECONNECT = range(4000, 4100)
+#: handshake refusals that the same request would meet again (401 only without a new token)
+REFUSED_FOR_GOOD = {401, 403}
 ENDED = {
     aiohttp.WSMsgType.CLOSE,
     aiohttp.WSMsgType.CLOSING,
@@ -69,6 +76,23 @@ class ClientError(Exception):
 
 class NotAcknowledged(Exception):
     """The connection was lost before the server acknowledged a publication."""
+
+
+class Stopped(Exception):
+    """The client stopped and will not reconnect: the server closed with a 40xx code
+    (``close_code``), refused the handshake for good (``status``: 401 with no new token,
+    403), or the client was closed (neither)."""
+
+    def __init__(self, close_code: int | None, status: int | None) -> None:
+        if close_code is not None:
+            why = f"the server closed with {close_code}"
+        elif status is not None:
+            why = f"the server refused the handshake with {status}"
+        else:
+            why = "it was closed"
+        super().__init__(f"the client stopped: {why}")
+        self.close_code = close_code
+        self.status = status
 
 
 @dataclass
@@ -143,7 +167,11 @@ class Client:
         self._runner: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._closed = False
+        #: the 40xx close code that stopped the client
         self.stopped_with: int | None = None
+        #: the HTTP status of the handshake refusal that stopped the client (401, 403)
+        self.refused_with: int | None = None
+        self._stopped = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -159,13 +187,40 @@ class Client:
         await self.close()
 
     async def start(self) -> None:
+        """Connect; :class:`Stopped` or TimeoutError (30 s) leave nothing open behind."""
         connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
         self._session = aiohttp.ClientSession(connector=connector)
         self._runner = asyncio.create_task(self._run(), name="wwws-client")
-        await self.wait_connected()
+        try:
+            await self.wait_connected()
+        except BaseException:
+            await self.close()
+            raise
 
     async def wait_connected(self, within: float = 30.0) -> None:
-        await asyncio.wait_for(self._connected.wait(), within)
+        """Until connected; :class:`Stopped` at once if the client stopped instead."""
+        await asyncio.wait_for(self._until_connected(), within)
+
+    async def _until_connected(self) -> None:
+        if not self._connected.is_set():
+            await self._unless_stopped(self._connected.wait())
+
+    async def _unless_stopped(self, waiting: Awaitable[T]) -> T:
+        """What ``waiting`` gives; :class:`Stopped` as soon as the client stops instead."""
+        if self._stopped.is_set():
+            if inspect.iscoroutine(waiting):
+                waiting.close()
+            raise Stopped(self.stopped_with, self.refused_with)
+        task = asyncio.ensure_future(waiting)
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+        finally:
+            stopped.cancel()
+            task.cancel()  # a no-op once it is done
+        raise Stopped(self.stopped_with, self.refused_with)
 
     @property
     def live(self) -> bool:
@@ -177,6 +232,7 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        self._stopped.set()
         if self._refreshing is not None:
             self._refreshing.cancel()
         if self._ws is not None:
@@ -190,7 +246,7 @@ class Client:
 
     # -- requests -------------------------------------------------------------------
     async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
-        await self._connected.wait()
+        await self._until_connected()
         ws = self._ws
         assert ws is not None
         frame_id = next(self._ids)
@@ -258,12 +314,23 @@ class Client:
         return await self._watch(users)
 
     async def messages(self) -> AsyncIterator[tuple[str, int, Any]]:
+        """Every ``msg`` as (channel, offset, data); ends once the client has stopped and
+        every message it received has been handed out."""
         while True:
-            yield await self._inbox.get()
+            try:
+                yield await self._next_message()
+            except Stopped:
+                return
 
     async def next_message(self, within: float = 10.0) -> tuple[str, int, Any]:
-        """The next ``msg`` as (channel, offset, data); TimeoutError after ``within`` s."""
-        return await asyncio.wait_for(self._inbox.get(), within)
+        """The next ``msg`` as (channel, offset, data); TimeoutError after ``within`` s,
+        :class:`Stopped` when there is none and the client has stopped."""
+        return await asyncio.wait_for(self._next_message(), within)
+
+    async def _next_message(self) -> tuple[str, int, Any]:
+        if not self._inbox.empty():
+            return self._inbox.get_nowait()
+        return await self._unless_stopped(self._inbox.get())
 
     def drain_messages(self) -> list[tuple[str, int, Any]]:
         items = []
@@ -344,12 +411,17 @@ class Client:
                 )
             except aiohttp.WSServerHandshakeError as error:
                 log.debug("handshake refused: %s", error)
-                if error.status == 401:
-                    # the token expired (or was refused) before this connect: a client back
-                    # from sleep, or after an outage longer than its token's life. The same
-                    # token would be refused forever; a provider gives a fresh one for the
-                    # next attempt (after the backoff, should it keep giving bad ones).
-                    await self._new_token()
+                # A 401: the token expired (or was refused) before this connect, as for a
+                # client back from sleep or after an outage longer than its token's life.
+                # A provider gives a fresh one for the next attempt (after the backoff,
+                # should it keep giving bad ones); the same token would be refused forever.
+                if error.status in REFUSED_FOR_GOOD and not (
+                    error.status == 401 and await self._new_token()
+                ):
+                    log.warning("handshake refused with %s: the client stops", error.status)
+                    self.refused_with = error.status
+                    self._stopped.set()
+                    return
             except (aiohttp.ClientError, OSError) as error:
                 log.debug("connect failed: %s", error)
             else:
@@ -361,6 +433,7 @@ class Client:
                     continue  # at once, with the new token
                 if code is not None and code in DO_NOT_RECONNECT:
                     self.stopped_with = code
+                    self._stopped.set()
                     return
             if self._closed:
                 return

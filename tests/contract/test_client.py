@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from aiohttp import web
 from helpers import eventually
 from replicas import token
 
-from clients.wwws import Client, ClientError
+from clients.wwws import Client, ClientError, Stopped
 from services.chat.app import create_app
 from services.kit import CONTEXT
 from services.kit.hub import ChannelHub
@@ -57,6 +58,13 @@ async def test_client_stops_on_4xxx_and_reports_errors(replicas):
             conn.close(4003, "go away")
         await eventually(lambda: client.stopped_with is not None, what="the client stops")
         assert client.stopped_with == 4003
+        # stopped: what waits for a connection or a message hears so, none of it hangs
+        with pytest.raises(Stopped) as stopped:
+            await client.publish("lobby", {"text": "after the stop"})
+        assert stopped.value.close_code == 4003
+        assert [m async for m in client.messages()] == []
+        with pytest.raises(Stopped):
+            await client.next_message(within=30)
 
 
 async def test_client_trusts_the_close_frame_when_the_socket_is_gone_first(aiohttp_client):

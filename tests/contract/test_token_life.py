@@ -14,7 +14,7 @@ from helpers import SECRET, eventually, receive_close, receive_op
 from partition import Partition
 from replicas import connect, make_settings, token
 
-from clients.wwws import Client
+from clients.wwws import Client, Stopped
 from services.chat.app import create_app as create_chat
 from services.kit import CONTEXT, mint_token, revoke_user
 from services.kit.backplane import RedisBackplane
@@ -211,6 +211,19 @@ async def test_python_client_with_a_token_expired_while_away_connects_with_a_new
     ) as sleeper:
         await sleeper.subscribe("lobby")
         assert sleeper.token != expired
+
+
+async def test_python_client_without_provider_stops_on_a_401_handshake(replicas):
+    """The same expired token would be refused for ever: ``start`` says so at once."""
+    server = await replicas.start(create_chat, "chat")
+    expired = short_token("sleeper", -5, issued_ago=60)
+    client = Client(ws_url(server), expired, backoff_base=0.01)
+    with pytest.raises(Stopped) as stopped:
+        await client.start()
+    assert stopped.value.status == 401 and stopped.value.close_code is None
+    assert client.refused_with == 401 and client.reconnects == 0
+    with pytest.raises(Stopped):
+        await client.subscribe("lobby")
 
 
 async def test_python_client_without_provider_stops_on_4010_and_on_revocation(replicas):
