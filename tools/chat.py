@@ -16,7 +16,7 @@ import ssl
 import sys
 from pathlib import Path
 
-from clients.wwws import Client, ClientError, NotAcknowledged
+from clients.wwws import Client, ClientError, NotAcknowledged, Stopped
 from services.kit.auth import mint_token
 
 from .reach import DEFAULT_CA
@@ -43,6 +43,9 @@ async def chat(url: str, user: str, room: str, ca: Path | None, secret: str) -> 
                 print("* not acknowledged (reconnecting): send it again if it does not show")
             except ClientError as error:
                 print(f"* refused: {error}")
+            except Stopped as error:  # revoked, or the token expired: reconnecting cannot help
+                print(f"* {error}")
+                break
             if client.node != node:
                 node = client.node
                 print(f"* now on replica {node} (reconnects: {client.reconnects})")
@@ -77,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         print("WWWS_TOKEN_SECRET is not set and not in .env (run make up first)", file=sys.stderr)
         return 2
     ca = args.ca if args.url.startswith("wss://") and args.ca.exists() else None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(chat(args.url, args.user, args.room, ca, secret))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(chat(args.url, args.user, args.room, ca, secret))
+    except Stopped as error:
+        print(f"{args.url}: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import aiohttp
 
+from clients.wwws import Stopped
+
 from . import chat as chat_tool
 from . import commands, localca
 from . import token as token_tool
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_run(args, access))
         return 130
-    except (StackUnreachable, aiohttp.ClientError, OSError, TimeoutError) as error:
+    except (StackUnreachable, Stopped, aiohttp.ClientError, OSError, TimeoutError) as error:
         print(f"wwws {args.command}: {explain(error, access)}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
+from clients.wwws import Stopped
+
 __all__ = ["DEFAULT_CA", "StackAccess", "StackUnreachable", "explain", "read_env_file"]
 
 DEFAULT_CA = Path("deploy/certs/ca.crt")
@@ -71,6 +73,8 @@ def explain(error: BaseException, access: StackAccess) -> str:
             f"TLS verification of {access.base} failed ({error}); the stack's certificate is "
             f"signed by deploy/certs/ca.crt: pass --ca PATH to the CA that signed it"
         )
+    if isinstance(error, Stopped):
+        return f"{access.base}: {error}"
     if isinstance(error, aiohttp.WSServerHandshakeError):
         return f"{access.base} refused the connection: HTTP {error.status} {error.message}"
     if isinstance(error, aiohttp.ClientResponseError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,15 @@ async def test_clear_errors_when_the_stack_cannot_be_used(stack: Stack, tmp_path
     assert code == 0 and (tmp_path / "ca.crt").exists()
     code, _, err = await wwws(stack, "--ca", str(tmp_path / "ca.crt"), "revoke", "x")
     assert code == 2 and "TLS verification" in err, err
+    # a token the stack does not take (another secret): said at once, not "is it up?"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tools.cli", "--base", stack.base, "--env-file",
+        str(stack.env_file), "tail", "cli-room", "--user", "cli-stranger", "--count", "1",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "WWWS_TOKEN_SECRET": "x" * 40},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 25)
+    assert process.returncode == 2 and b"refused the handshake with 401" in err, err
 
 
 async def test_chat_publishes_what_is_typed(stack: Stack):
