@@ -80,6 +80,7 @@ class Config:
     connect_deadline: float = 60.0
     drain_limit: float = 10.0
     settle_seconds: float = 1.0  # after connecting, before measuring
+    warm_up: bool = True  # one unmeasured idle run before the first measured scenario
 
     @classmethod
     def quick(cls) -> Config:
