@@ -26,7 +26,8 @@ retried with a new one.
 Without it, 4010 stops the client like any 40xx code, and so does a 401: the same token
 would be refused again. **4011** (revoked) and a handshake refused with **403** (origin)
 always stop it. A stopped client raises :class:`Stopped` from ``start``, ``request`` and
-everything built on it, at once: it never waits for a connection that will not come.
+everything built on it, and from ``next_message`` and ``next_event`` once what it received
+is handed out: it never waits for a connection that will not come.
 """
 
 from __future__ import annotations
@@ -328,9 +329,14 @@ class Client:
         return await asyncio.wait_for(self._next_message(), within)
 
     async def _next_message(self) -> tuple[str, int, Any]:
-        if not self._inbox.empty():
-            return self._inbox.get_nowait()
-        return await self._unless_stopped(self._inbox.get())
+        return await self._next_of(self._inbox)
+
+    async def _next_of(self, queue: asyncio.Queue[T]) -> T:
+        """What ``queue`` holds next; :class:`Stopped` when it is empty and stays so
+        because the client stopped."""
+        if not queue.empty():
+            return queue.get_nowait()
+        return await self._unless_stopped(queue.get())
 
     def drain_messages(self) -> list[tuple[str, int, Any]]:
         items = []
@@ -339,8 +345,10 @@ class Client:
         return items
 
     async def next_event(self, within: float = 10.0) -> dict[str, Any]:
-        """The next frame that is neither a reply nor a ``msg`` (join, presence, ...)."""
-        return await asyncio.wait_for(self._events.get(), within)
+        """The next frame that is neither a reply nor a ``msg`` (join, presence, ...);
+        TimeoutError after ``within`` s, :class:`Stopped` when there is none and the
+        client has stopped."""
+        return await asyncio.wait_for(self._next_of(self._events), within)
 
     # -- internals ------------------------------------------------------------------
     async def _watch(self, users: list[str]) -> dict[str, str]:

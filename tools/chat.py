@@ -54,15 +54,18 @@ async def chat(url: str, user: str, room: str, ca: Path | None, secret: str) -> 
 
 async def _print_room(client: Client) -> None:
     async def events() -> None:
-        while True:
-            event = await client.next_event(within=3600)
-            if event.get("op") in ("join", "leave"):
-                print(f"* {event['user']} {'joined' if event['op'] == 'join' else 'left'}")
+        with contextlib.suppress(Stopped):  # said by the message loop
+            while True:
+                event = await client.next_event(within=3600)
+                if event.get("op") in ("join", "leave"):
+                    print(f"* {event['user']} {'joined' if event['op'] == 'join' else 'left'}")
 
     watcher = asyncio.create_task(events())
     try:
         async for _, offset, data in client.messages():
             print(f"[{offset}] {data.get('user')}: {data.get('text')}")
+        # the client stopped (revoked, or its token expired): reconnecting cannot help
+        print(f"* {Stopped(client.stopped_with, client.refused_with)}; Ctrl-D to leave")
     finally:
         watcher.cancel()
 

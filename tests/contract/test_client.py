@@ -65,6 +65,8 @@ async def test_client_stops_on_4xxx_and_reports_errors(replicas):
         assert [m async for m in client.messages()] == []
         with pytest.raises(Stopped):
             await client.next_message(within=30)
+        with pytest.raises(Stopped):
+            await client.next_event(within=30)
 
 
 async def test_client_trusts_the_close_frame_when_the_socket_is_gone_first(aiohttp_client):

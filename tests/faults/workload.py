@@ -23,7 +23,7 @@ import aiohttp
 from helpers import eventually
 from stack import Stack
 
-from clients.wwws import Client, ClientError, NotAcknowledged
+from clients.wwws import Client, ClientError, NotAcknowledged, Stopped
 
 __all__ = ["CallFlow", "ChatFlow", "Connect", "Flow", "TickerFlow", "order_problems"]
 
@@ -254,9 +254,10 @@ class CallFlow(Flow):
         await eventually(lambda: self._got(self.caller, "answered"), what="call answered")
 
     async def _record(self, name: str, client: Client) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                self.events[name].append(await client.next_event(within=60))
+        with contextlib.suppress(Stopped):  # closed at the end of the run
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    self.events[name].append(await client.next_event(within=60))
 
     def _got(self, name: str, op: str, **fields: Any) -> bool:
         return any(
