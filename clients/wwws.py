@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
 import random
@@ -207,11 +206,8 @@ class Client:
             await self._unless_stopped(self._connected.wait())
 
     async def _unless_stopped(self, waiting: Awaitable[T]) -> T:
-        """What ``waiting`` gives; :class:`Stopped` as soon as the client stops instead."""
-        if self._stopped.is_set():
-            if inspect.iscoroutine(waiting):
-                waiting.close()
-            raise Stopped(self.stopped_with, self.refused_with)
+        """What ``waiting`` gives; :class:`Stopped` as soon as the client stops instead
+        (at once when it has stopped already)."""
         task = asyncio.ensure_future(waiting)
         stopped = asyncio.ensure_future(self._stopped.wait())
         try:
@@ -423,9 +419,8 @@ class Client:
                 # client back from sleep or after an outage longer than its token's life.
                 # A provider gives a fresh one for the next attempt (after the backoff,
                 # should it keep giving bad ones); the same token would be refused forever.
-                if error.status in REFUSED_FOR_GOOD and not (
-                    error.status == 401 and await self._new_token()
-                ):
+                renewed = error.status == 401 and await self._new_token()
+                if error.status in REFUSED_FOR_GOOD and not renewed:
                     log.warning("handshake refused with %s: the client stops", error.status)
                     self.refused_with = error.status
                     self._stopped.set()
