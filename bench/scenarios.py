@@ -130,7 +130,9 @@ def room_name(prefix: str) -> str:
 
 
 def cpu_now(target: Target) -> dict[str, float]:
-    out: dict[str, float] = {}
+    """CPU seconds so far of the target's processes, by role, and of the bench itself
+    (``loadgen``): a load generator near one full CPU measures itself, not the target."""
+    out: dict[str, float] = {"loadgen": time.process_time()}
     for role, pid in target.pids().items():
         with contextlib.suppress(OSError):
             out[role] = proc_cpu_seconds(pid)

@@ -26,6 +26,7 @@ from .auth import AuthError, Identity, check_origin, query_token
 from .backplane import BackplaneUnavailable
 from .channel_ops import CHANNEL_OPS, unsubscribe
 from .connection import Connection
+from .http_state_release import release_http_state
 from .metrics import close_code_label
 from .outbound import pong_frame
 from .protocol import (
@@ -86,6 +87,7 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:  # the client went away during the upgrade
         return ws
+    release_http_state(request)
     conn = Connection(
         ws,
         transport,
