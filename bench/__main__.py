@@ -19,10 +19,11 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import peers
 from .loadgen import raise_nofile
@@ -45,6 +46,8 @@ from .targets import (
     ticker_protocol,
     wait_replica_linked,
 )
+
+T = TypeVar("T")
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -120,7 +123,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the unmeasured idle run on the first target before measuring",
     )
+    parser.add_argument(
+        "--client-loop",
+        choices=CLIENT_LOOPS,
+        default=None,
+        help=f"the load generator's event loop (default: {Config.client_loop})",
+    )
     return parser.parse_args(argv)
+
+
+CLIENT_LOOPS = ("asyncio", "uvloop")
+
+
+def run_on_client_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run the load generator on asyncio's own loop or on uvloop (the same client code)."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -145,6 +166,8 @@ def build_config(args: argparse.Namespace) -> Config:
         config.idle_connections_proxied = min(args.idle, config.idle_connections_proxied)
     if args.no_warm_up:
         config.warm_up = False
+    if args.client_loop:
+        config.client_loop = args.client_loop
     return config
 
 
@@ -406,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"targets: {', '.join(names)}; scenarios: {', '.join(scenarios)}; out: {out}")
     try:
         harness.setup()
-        results = asyncio.run(_until_signal(harness))
+        results = run_on_client_loop(_until_signal(harness), config.client_loop)
     except asyncio.CancelledError:
         log("stopped by a signal: nothing written")
         return 130

@@ -81,6 +81,7 @@ class Config:
     drain_limit: float = 10.0
     settle_seconds: float = 1.0  # after connecting, before measuring
     warm_up: bool = True  # one unmeasured idle run before the first measured scenario
+    client_loop: str = "asyncio"  # the load generator's event loop: asyncio or uvloop
 
     @classmethod
     def quick(cls) -> Config:

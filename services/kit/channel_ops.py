@@ -62,13 +62,13 @@ async def subscribe(
             "subscribed",
         )
 
-    conn.subscriptions.add(channel)
+    conn.add_subscription(channel)
     ctx.metrics.subscriptions.inc()
     try:
         window = ctx.spec.policy.window(channel)
         result = await ctx.hub.subscribe(conn, channel, since, window, reply)
     except BaseException:
-        conn.subscriptions.discard(channel)
+        conn.drop_subscription(channel)
         ctx.metrics.subscriptions.dec()
         raise
     ctx.metrics.channels.set(ctx.hub.channel_count)
@@ -88,7 +88,7 @@ async def op_unsub(ctx: ServiceContext, conn: Connection, frame: ClientFrame) ->
 async def unsubscribe(ctx: ServiceContext, conn: Connection, channel: str) -> None:
     if ctx.spec.on_unsubscribe is not None:
         await ctx.spec.on_unsubscribe(ctx, conn, channel)
-    conn.subscriptions.discard(channel)
+    conn.drop_subscription(channel)
     ctx.metrics.subscriptions.dec()
     await ctx.hub.unsubscribe(conn, channel)
     ctx.metrics.channels.set(ctx.hub.channel_count)

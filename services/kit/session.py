@@ -235,6 +235,8 @@ async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketR
             conn.send(error_frame(ErrorCode.RATE_LIMITED, "slow down"), "error")
             continue
         await _dispatch(ctx, conn, ops, message.data)
+        # not kept while the next frame is awaited, which for most connections is long
+        del message
 
 
 _ENDS = {WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR}
