@@ -63,6 +63,19 @@ def _ticker_stall_ratio(result: dict[str, Any]) -> float | None:
     return float(phases["stalled"]["fast_delivered_ratio"])
 
 
+def _best_step_loadgen_cores(result: dict[str, Any]) -> float | None:
+    """The load generator's CPU at the best fan-out step, in cores: near 1, the rate
+    reached is the client's limit, not the server's."""
+    per_frame = _best_step_cpu("loadgen")(result)
+    fps = _get("fanout", "max_delivered_fps")(result)
+    return per_frame * fps / 1e6 if per_frame is not None and fps is not None else None
+
+
+def _latency_cores(result: dict[str, Any]) -> float | None:
+    cores = result.get("latency", {}).get("cpu_cores")
+    return float(sum(cores.values())) if cores else None
+
+
 # (key, label, unit, higher_is_better, getter)
 METRICS: list[tuple[str, str, str, bool, Getter]] = [
     (
@@ -79,6 +92,13 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
         False,
         _best_step_cpu("server"),
     ),
+    (
+        "fanout_loadgen",
+        "fan-out: load generator CPU at the best step",
+        "cores",
+        False,
+        _best_step_loadgen_cores,
+    ),
     ("latency_p50", "latency p50 (fixed load)", "ms", False, _get("latency", "latency_ms", "p50")),
     ("latency_p99", "latency p99 (fixed load)", "ms", False, _get("latency", "latency_ms", "p99")),
     ("latency_max", "latency max (fixed load)", "ms", False, _get("latency", "latency_ms", "max")),
@@ -88,6 +108,13 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
         "share",
         True,
         _get("latency", "delivered_ratio"),
+    ),
+    (
+        "latency_cores",
+        "latency run: CPU in use, target + load generator",
+        "cores",
+        False,
+        _latency_cores,
     ),
     (
         "idle_kib",
@@ -199,7 +226,14 @@ METRICS: list[tuple[str, str, str, bool, Getter]] = [
 
 
 # facts, not scores: shown in the measured values only
-NO_RATIO = {"ticker_slow_closed", "churn_errors", "presence_interval", "burst_share"}
+NO_RATIO = {
+    "fanout_loadgen",
+    "latency_cores",
+    "ticker_slow_closed",
+    "churn_errors",
+    "presence_interval",
+    "burst_share",
+}
 
 
 def _fmt(value: float | None, unit: str = "") -> str:

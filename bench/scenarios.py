@@ -308,11 +308,14 @@ async def latency(run: Run) -> dict[str, Any]:
         publishers = conn.clients[: max(1, min(len(conn.clients), cfg.latency_rate // 10))]
         await asyncio.sleep(cfg.settle_seconds)
         stats.start_recording()
-        c0 = cpu_now(target)
+        c0, t0 = cpu_now(target), time.monotonic()
         sent = await paced(publishers, lambda _: room, cfg.latency_rate, cfg.latency_seconds)
         out["drain_s"] = round(await drain(stats, cfg.drain_limit), 2)
         stats.recording = False
-        cpu = cpu_delta(c0, cpu_now(target))
+        cpu, elapsed = cpu_delta(c0, cpu_now(target)), time.monotonic() - t0
+        # the cores the target and the load generator kept busy: near the machine's count,
+        # the tail is queueing for a CPU, whoever's the frame is
+        out["cpu_cores"] = {role: round(seconds / elapsed, 2) for role, seconds in cpu.items()}
         expected = sent * len(conn.clients)
         out.update(
             sent=sent,
