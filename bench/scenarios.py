@@ -206,6 +206,16 @@ def _connect_summary(result: Any, wanted: int) -> dict[str, Any]:
 
 
 # -- 1. fan-out -------------------------------------------------------------------------
+def ladder_saturated(
+    delivered_fps: float, offered_fps: float, sent_fps: float, drain_s: float, drain_limit: float
+) -> bool:
+    """Whether a fan-out step found the target's limit, so the ladder stops: it delivered
+    less than 85 % of what was sent to it (of what the step asked, where the load
+    generator sent that much), or it needed the whole drain limit to catch up. A step
+    the load generator could not send in full says nothing about the target by itself."""
+    return delivered_fps < 0.85 * min(offered_fps, sent_fps) or drain_s >= drain_limit
+
+
 async def fanout(run: Run) -> dict[str, Any]:
     """One room; publishers ramp the rate step by step until the delivered frames/s fall
     below 85% of what was offered (or the steps end): the best step is the capacity."""
@@ -249,12 +259,16 @@ async def fanout(run: Run) -> dict[str, Any]:
                 stats.recording = False
                 delivered_rate = (d1 - d0) / (t1 - t0)
                 offered = rate * n
+                # what the load generator managed to send (it shares the CPUs: near its
+                # limit it sends less than the step asks, and that is not the server's)
+                sent_fps = sent * n / cfg.fanout_step_seconds
                 cpu = cpu_delta(c0, c1)
                 frames = max(1, d1 - d0)
                 step = {
                     "rate": rate,
                     "sent": sent,
                     "offered_fps": offered,
+                    "sent_fps": round(sent_fps),
                     "delivered_fps": round(delivered_rate),
                     "latency_ms": percentiles(stats.latencies),
                     "cpu_s": cpu,
@@ -262,7 +276,9 @@ async def fanout(run: Run) -> dict[str, Any]:
                 }
                 step["drain_s"] = round(await drain(stats, cfg.drain_limit), 2)
                 size["steps"].append(step)
-                if delivered_rate < 0.85 * offered or step["drain_s"] >= cfg.drain_limit:
+                if ladder_saturated(
+                    delivered_rate, offered, sent_fps, step["drain_s"], cfg.drain_limit
+                ):
                     size["saturated_at_rate"] = rate
                     break
             best = max(size["steps"], key=lambda s: s["delivered_fps"], default=None)
