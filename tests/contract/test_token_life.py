@@ -233,12 +233,14 @@ async def test_python_client_without_provider_stops_on_4010_and_on_revocation(re
     ) as expiring:  # exp: whole seconds; >= 1 s left for the handshake
         await eventually(lambda: expiring.stopped_with == 4010, what="stopped with 4010")
 
+    # a user no other test connects as: a revocation refuses tokens issued in the same
+    # second, and the contract tests may share one Redis
     async def provider() -> str:
-        return token("bob")
+        return token("dora.revoked")
 
-    async with Client(ws_url(server), token("bob"), token_provider=provider) as bob:
-        await revoke_user(server.app[CONTEXT], "bob")
-        await eventually(lambda: bob.stopped_with == 4011, what="stopped with 4011")
+    async with Client(ws_url(server), token("dora.revoked"), token_provider=provider) as dora:
+        await revoke_user(server.app[CONTEXT], "dora.revoked")
+        await eventually(lambda: dora.stopped_with == 4011, what="stopped with 4011")
 
 
 @pytest.mark.redis
