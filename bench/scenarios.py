@@ -217,8 +217,8 @@ def ladder_saturated(
 
 
 async def fanout(run: Run) -> dict[str, Any]:
-    """One room; publishers ramp the rate step by step until the delivered frames/s fall
-    below 85% of what was offered (or the steps end): the best step is the capacity."""
+    """One room; publishers ramp the rate step by step until the target falls behind
+    (``ladder_saturated``) or the steps end: the best step is the capacity."""
     cfg, target = run.config, run.target
     by_size = []
     for subscribers in cfg.fanout_subscribers:
