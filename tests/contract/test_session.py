@@ -278,3 +278,20 @@ async def test_a_signal_nested_300_deep_is_refused_and_the_call_goes_on(replicas
     assert error["code"] == "bad_request" and "nested deeper than 32" in error["message"]
     await alice.send_json({"op": "signal", "call_id": call_id, "data": {"type": "offer"}})
     assert (await receive_op(bob, "signal"))["data"] == {"type": "offer"}
+
+
+async def test_the_kit_endpoint_drops_aiohttps_http_state_at_the_upgrade(aiohttp_client):
+    """The release (http_state_release.py) is the kit's, not a service's: a replica's
+    upgraded connection no longer holds aiohttp's HTTP parser or request queue, and
+    speaks the protocol as before."""
+    client = await aiohttp_client(create_chat(make_settings("chat"), MemoryBackplane()))
+    ws = await connect(client, "chat")
+    (conn,) = client.app[CONTEXT].replica.connections
+    protocol = conn.ws._req.protocol
+    assert protocol._parser is None and protocol._messages == ()
+    await ws.send_json({"op": "sub", "ch": "lobby", "id": 1})
+    await receive_op(ws, "subscribed")
+    await ws.send_json({"op": "pub", "ch": "lobby", "id": 2, "data": {"text": "hi"}})
+    assert (await receive_op(ws, "msg"))["data"]["text"] == "hi"
+    await ws.close()
+    assert ws.close_code == 1000
