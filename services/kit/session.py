@@ -207,36 +207,40 @@ async def _read_frames(ctx: ServiceContext, conn: Connection, ws: web.WebSocketR
     max_frame_bytes = ctx.settings.max_frame_bytes
     while True:
         message = await ws.receive()
-        conn.ping_outstanding = False  # any frame from the client answers the ping
-        if message.type is WSMsgType.PONG:
-            continue
-        if message.type is WSMsgType.PING:
-            conn.send_control(pong_frame(message.data))
-            continue
-        if conn.close_code is not None:
+        try:
+            conn.ping_outstanding = False  # any frame from the client answers the ping
+            if message.type is WSMsgType.PONG:
+                continue
+            if message.type is WSMsgType.PING:
+                conn.send_control(pong_frame(message.data))
+                continue
+            if conn.close_code is not None:
+                if message.type in _ENDS:
+                    return
+                continue  # the server closed: data before the client's close frame is dropped
             if message.type in _ENDS:
+                # the client closed (answered after the loop), the socket is gone, or aiohttp
+                # refused a frame (ERROR: it closed with 1007/1009 itself)
                 return
-            continue  # the server closed: data before the client's close frame is dropped
-        if message.type in _ENDS:
-            # the client closed (answered after the loop), the socket is gone, or aiohttp
-            # refused a frame (ERROR: it closed with 1007/1009 itself)
-            return
-        if message.type is not WSMsgType.TEXT:
-            conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
-            continue
-        if len(message.data) > max_frame_bytes:
-            conn.close(CloseCode.MESSAGE_TOO_BIG, f"frames are limited to {max_frame_bytes} bytes")
-            continue
-        verdict = guard.check()
-        if verdict is Verdict.CLOSE:
-            conn.close(CloseCode.RATE_LIMITED, "too many frames")
-            continue
-        if verdict is Verdict.REFUSE:
-            conn.send(error_frame(ErrorCode.RATE_LIMITED, "slow down"), "error")
-            continue
-        await _dispatch(ctx, conn, ops, message.data)
-        # not kept while the next frame is awaited, which for most connections is long
-        del message
+            if message.type is not WSMsgType.TEXT:
+                conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+                continue
+            if len(message.data) > max_frame_bytes:
+                too_big = f"frames are limited to {max_frame_bytes} bytes"
+                conn.close(CloseCode.MESSAGE_TOO_BIG, too_big)
+                continue
+            verdict = guard.check()
+            if verdict is Verdict.CLOSE:
+                conn.close(CloseCode.RATE_LIMITED, "too many frames")
+                continue
+            if verdict is Verdict.REFUSE:
+                conn.send(error_frame(ErrorCode.RATE_LIMITED, "slow down"), "error")
+                continue
+            await _dispatch(ctx, conn, ops, message.data)
+        finally:
+            # not kept while the next frame is awaited, which for most connections is long
+            # (an idle one's last frame is the pong of its last heartbeat)
+            del message
 
 
 _ENDS = {WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR}
@@ -289,7 +293,7 @@ async def _closed(ctx: ServiceContext, conn: Connection) -> None:
         del ctx.replica.per_user[conn.user]
     ctx.replica.outbound_peak = max(ctx.replica.outbound_peak, conn.outbound_peak_bytes)
     ctx.metrics.connections.dec()
-    for channel in list(conn.subscriptions):
+    for channel in conn.subscriptions:  # a tuple: unsubscribing replaces it, not this one
         with contextlib.suppress(Exception):
             await unsubscribe(ctx, conn, channel)
     if ctx.spec.on_disconnect is not None:

@@ -295,3 +295,34 @@ async def test_the_kit_endpoint_drops_aiohttps_http_state_at_the_upgrade(aiohttp
     assert (await receive_op(ws, "msg"))["data"]["text"] == "hi"
     await ws.close()
     assert ws.close_code == 1000
+
+
+def _read_loop_locals() -> dict[str, object]:
+    """The local variables of the (one) session read loop now waiting for a frame."""
+    found = []
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        while coro is not None:
+            code = getattr(coro, "cr_code", None)
+            if code is not None and code.co_name == "_read_frames":
+                found.append(coro.cr_frame.f_locals)
+            coro = getattr(coro, "cr_await", None)
+    (frame_locals,) = found
+    return frame_locals
+
+
+async def test_the_read_loop_keeps_no_frame_while_it_waits_for_the_next(aiohttp_client):
+    """An idle connection's last frame (its heartbeat's pong, or its last command) is not
+    kept alive by the session's read loop for as long as the client stays quiet."""
+    client = await aiohttp_client(create_chat(make_settings("chat"), MemoryBackplane()))
+    ws = await connect(client, "chat")
+    (conn,) = client.app[CONTEXT].replica.connections
+    await ws.send_json({"op": "sub", "ch": "lobby", "id": 1})
+    await receive_op(ws, "subscribed")
+    assert "message" not in _read_loop_locals()
+    conn.ping_outstanding = True  # as the heartbeat leaves it after a ping
+    await ws.pong(b"heartbeat")
+    await eventually(lambda: not conn.ping_outstanding, what="the pong read")
+    assert "message" not in _read_loop_locals()
+    await ws.close()
+    assert ws.close_code == 1000
