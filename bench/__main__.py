@@ -49,6 +49,8 @@ from .targets import (
 
 T = TypeVar("T")
 
+CLIENT_LOOPS = ("asyncio", "uvloop")  # the load generator's event loop (--client-loop)
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 DEFAULT_TARGETS = (
@@ -130,9 +132,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"the load generator's event loop (default: {Config.client_loop})",
     )
     return parser.parse_args(argv)
-
-
-CLIENT_LOOPS = ("asyncio", "uvloop")
 
 
 def run_on_client_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
